@@ -1,0 +1,52 @@
+"""What a process does once its database pool is open: migrate, then sync ``schedules.py``.
+
+Both are safe when several workers boot at once: migrations hold an advisory lock, and the sync is one
+transaction of idempotent upserts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+from app.db.migrate import migrate
+from app.db.queries import sql
+from app.errors import ConfigurationError, InvalidInput
+from app.schedule import Schedule
+from app.schedule_store import sync_code_schedules
+
+if TYPE_CHECKING:
+    from app.db.pool import Pool
+
+
+def load_code_schedules(module_name: str, known_actors: Collection[str]) -> list[Schedule]:
+    """The validated ``SCHEDULES`` list of ``module_name`` (empty name: none). Invalid entries raise at import
+    time, before any worker starts, with the schedule's name in the message."""
+    if not module_name:
+        return []
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ConfigurationError(
+            f'schedules module "{module_name}" not found: run from the project directory,'
+            " or set PUNCHCLOCK_SCHEDULES_MODULE (empty for none)"
+        ) from None
+    declared = getattr(module, "SCHEDULES", None)
+    if not isinstance(declared, list | tuple) or not all(isinstance(s, Schedule) for s in declared):
+        raise ConfigurationError(f"{module_name}.SCHEDULES must be a list of app.schedule.Schedule")
+    try:
+        return [schedule.validated(known_actors) for schedule in declared]
+    except InvalidInput as exc:
+        raise InvalidInput(f"{module_name}.py: {exc}") from None
+
+
+async def prepare_database(pool: Pool, schedules: Sequence[Schedule] | None, known_actors: Collection[str]) -> None:
+    """Migrate; then, when ``schedules`` is given, make the code schedules in the database match it."""
+    async with pool.acquire() as conn:
+        await migrate(conn)
+        if schedules is not None:
+            now = await conn.fetchval(sql("db_now"))
+            await sync_code_schedules(conn, schedules, known_actors, now=now)

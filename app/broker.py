@@ -1,0 +1,61 @@
+"""Building the Dramatiq broker and its middleware stack from settings, in one visible order.
+
+``PUNCHCLOCK_BROKER_URL`` is an ``amqp://`` URL (RabbitMQ), or ``memory://`` for ``punchclock dev``: Dramatiq's
+in-memory broker, same middleware, one process.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    AsyncIO,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from periodiq import PeriodiqMiddleware
+
+from app.errors import ConfigurationError
+from app.middleware.database import DatabasePool
+from app.middleware.run_lifecycle import RunLifecycle
+from app.settings import Settings
+
+MEMORY_BROKER = "memory://"
+# Dramatiq's own defaults (20 retries, backoff up to 7 days) outlive RabbitMQ's 30-minute consumer_timeout;
+# these apply to messages that carry no options of their own (a schedule's run always does).
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_MIN_BACKOFF_MS = 10_000
+DEFAULT_MAX_BACKOFF_MS = 300_000
+
+
+def build_broker(settings: Settings, database: DatabasePool) -> dramatiq.Broker:
+    """The broker with punchclock's stack. Order matters: ``after_*`` hooks run bottom-up, so RunLifecycle
+    (above Retries) sees Retries' verdict, and DatabasePool (below AsyncIO) closes before the loop stops."""
+    middleware: list[dramatiq.Middleware] = [
+        AsyncIO(),
+        database,
+        PeriodiqMiddleware(skip_delay=30),
+        AgeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        RunLifecycle(database),
+        Retries(
+            max_retries=DEFAULT_MAX_RETRIES, min_backoff=DEFAULT_MIN_BACKOFF_MS, max_backoff=DEFAULT_MAX_BACKOFF_MS
+        ),
+        TimeLimit(),
+        CurrentMessage(),
+    ]
+    if settings.broker_url == MEMORY_BROKER:
+        return StubBroker(middleware=middleware)
+    if not settings.broker_url.startswith(("amqp://", "amqps://")):
+        raise ConfigurationError(
+            f'PUNCHCLOCK_BROKER_URL="{settings.broker_url}": use amqp://user:pass@host:5672/vhost, or memory://'
+        )
+    return RabbitmqBroker(url=settings.broker_url, confirm_delivery=settings.confirm_delivery, middleware=middleware)

@@ -1,0 +1,1 @@
+"""The punchclock command line."""

@@ -1,0 +1,7 @@
+-- The outbox: runs committed but not yet published, locked so that one publisher sends each.
+SELECT id, actor, args, options
+FROM runs
+WHERE state = 'scheduled'
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED

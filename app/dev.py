@@ -1,0 +1,62 @@
+"""``punchclock dev``: the whole product in one process, for trying it and for demos. No Docker, no RabbitMQ.
+
+The embedded PostgreSQL (unless ``PUNCHCLOCK_DATABASE_URL`` is set), Dramatiq's in-memory broker with worker
+threads and the full middleware stack, and a ticker thread in place of periodiq that runs the same ``tick``
+every second (so runs recorded by ``punchclock schedules trigger`` in another terminal start within a second).
+Ctrl-C stops the ticker, lets running actors finish, and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from app.broker import MEMORY_BROKER
+
+TICK_EVERY_SECONDS = 1.0
+DEV_WORKER_THREADS = 4
+
+
+def run_dev() -> int:
+    # The one place that chooses the broker for the user: dev mode is in-memory by definition.
+    os.environ["PUNCHCLOCK_BROKER_URL"] = MEMORY_BROKER
+    import dramatiq
+
+    from app import actors as wiring
+    from app import clock
+    from app.db.pool import database_url
+
+    settings = wiring.settings
+    url = database_url(settings)  # starts the embedded server now, so its location can be printed
+    where = (settings.database_url and "PUNCHCLOCK_DATABASE_URL") or f"embedded PostgreSQL in {settings.pgdata}"
+    worker = dramatiq.Worker(wiring.broker, worker_threads=DEV_WORKER_THREADS)
+    worker.start()  # boots the middleware: opens the pool, migrates, syncs schedules.py
+    wiring.database.run(lambda pool: pool.fetchval("SELECT 1"))
+
+    print("punchclock dev: running", flush=True)
+    print(f"  database   {where} ({url.split('?')[0]})", flush=True)
+    print(f"  broker     Dramatiq in-memory broker, {DEV_WORKER_THREADS} worker threads", flush=True)
+    print(f"  clock      a ticker thread, every {TICK_EVERY_SECONDS:g} s (periodiq is not needed)", flush=True)
+    names = ", ".join(s.name for s in wiring.schedules) or "none"
+    print(f"  schedules  from {settings.schedules_module or '(none)'}.py: {names}", flush=True)
+    print("  try        punchclock schedules list   |   punchclock runs list   |   Ctrl-C to stop", flush=True)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stop.wait(TICK_EVERY_SECONDS):
+        try:
+            wiring.database.run(lambda pool: clock.tick(pool, wiring.publisher, batch=settings.tick_batch))
+        except Exception as exc:  # a failed tick is retried by the next one; say why and keep going
+            print(f"punchclock dev: tick failed: {exc}", file=sys.stderr, flush=True)
+    print("punchclock dev: stopping (waiting for running actors)", flush=True)
+    worker.stop()
+    print("punchclock dev: stopped", flush=True)
+    return 0

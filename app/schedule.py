@@ -1,0 +1,110 @@
+"""A schedule's definition and its validation.
+
+A :class:`Schedule` is what a user declares, in ``schedules.py`` or through ``punchclock schedules add``.
+:func:`Schedule.validated` checks everything at definition time (unknown actor, bad cron, unknown time zone,
+bad durations) so that nothing invalid reaches the database and the tick never meets a bad schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from app.cron import validate_cron, validate_timezone
+from app.errors import InvalidInput
+from app.misfire import Misfire, parse_misfire
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+OVERLAP_POLICIES = ("skip", "queue", "allow")
+# RabbitMQ closes a channel holding an unacknowledged message for 30 min (consumer_timeout): backoffs and
+# timeouts above that would get a running or delayed message redelivered behind our back.
+CONSUMER_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One schedule. Durations are timedeltas; ``timezone`` is an IANA name; ``cron`` is 5 fields or an alias."""
+
+    name: str
+    actor: str
+    cron: str | None
+    args: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"
+    paused: bool = False
+    misfire: Misfire = Misfire.LATEST
+    catchup_window: timedelta = timedelta(hours=1)
+    overlap: str = "skip"
+    lock_key: str | None = None
+    max_retries: int = 3
+    min_backoff: timedelta = timedelta(seconds=10)
+    max_backoff: timedelta = timedelta(minutes=5)
+    timeout: timedelta = timedelta(minutes=25)
+    jitter: timedelta = timedelta(0)
+    notify: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    description: str = ""
+
+    def validated(self, known_actors: Collection[str]) -> Schedule:
+        """This schedule with its cron normalised, or :class:`InvalidInput` naming the bad value and the fix."""
+        if not _NAME.match(self.name):
+            raise InvalidInput(
+                f'invalid schedule name "{self.name}": use 1-100 letters, digits, "_", ".", ":" or "-",'
+                " starting with a letter or digit"
+            )
+        if self.actor not in known_actors:
+            choices = ", ".join(sorted(known_actors)) or "none registered"
+            raise InvalidInput(f'unknown actor "{self.actor}" for schedule "{self.name}": known actors are {choices}')
+        if self.cron is None and not self.after:
+            raise InvalidInput(f'schedule "{self.name}" needs a cron expression (or upstream schedules in after)')
+        cron = validate_cron(self.cron) if self.cron is not None else None
+        validate_timezone(self.timezone)
+        misfire = parse_misfire(str(self.misfire))
+        if not isinstance(self.args, Mapping):
+            raise InvalidInput(f'args of schedule "{self.name}" must be a JSON object, got {type(self.args).__name__}')
+        try:
+            args = json.loads(json.dumps(self.args))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f'args of schedule "{self.name}" are not JSON: {exc}') from None
+        if self.overlap not in OVERLAP_POLICIES:
+            raise InvalidInput(f'invalid overlap "{self.overlap}": use one of {", ".join(OVERLAP_POLICIES)}')
+        if self.max_retries < 0:
+            raise InvalidInput(f"invalid max_retries {self.max_retries}: must be 0 or more")
+        for label, value in (
+            ("catchup_window", self.catchup_window),
+            ("min_backoff", self.min_backoff),
+            ("jitter", self.jitter),
+        ):
+            if value < timedelta(0):
+                raise InvalidInput(f"invalid {label} {value}: must not be negative")
+        for label, value in (("timeout", self.timeout), ("max_backoff", self.max_backoff)):
+            if not timedelta(0) < value <= CONSUMER_TIMEOUT:
+                raise InvalidInput(
+                    f'invalid {label} {value} for schedule "{self.name}": must be above 0 and at most 30m,'
+                    " RabbitMQ's consumer_timeout (raise it on the broker first, see the README)"
+                )
+        if self.min_backoff > self.max_backoff:
+            raise InvalidInput(f"min_backoff {self.min_backoff} is above max_backoff {self.max_backoff}")
+        return replace(self, cron=cron, misfire=misfire, args=args, notify=tuple(self.notify), after=tuple(self.after))
+
+    def message_options(self) -> dict[str, Any]:
+        return message_options(self.max_retries, self.min_backoff, self.max_backoff, self.timeout)
+
+
+def message_options(
+    max_retries: int, min_backoff: timedelta, max_backoff: timedelta, timeout: timedelta
+) -> dict[str, Any]:
+    """Dramatiq options a run is published with (milliseconds, as Dramatiq wants), frozen on the run row."""
+    return {
+        "max_retries": max_retries,
+        "min_backoff": _ms(min_backoff),
+        "max_backoff": _ms(max_backoff),
+        "time_limit": _ms(timeout),
+    }
+
+
+def _ms(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)

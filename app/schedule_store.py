@@ -1,0 +1,153 @@
+"""Schedules in PostgreSQL: create, update, pause, delete, and the sync of ``schedules.py`` at boot.
+
+Every write takes ``now`` (the database's clock, read by the caller) to compute the next fire instant, so the
+stored ``next_fire_at`` is always a real cron instant in the future of the write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from app.cron import next_fires
+from app.db.queries import sql
+from app.errors import InvalidInput, NotFound
+from app.misfire import Misfire
+from app.schedule import Schedule
+
+logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from app.db.pool import Connection
+
+
+@dataclass(frozen=True)
+class StoredSchedule:
+    """A schedule as the database holds it: the definition plus the clock's state."""
+
+    id: int
+    schedule: Schedule
+    source: str
+    orphaned: bool
+    next_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    last_state: str | None = None
+
+
+_DEFINITION_FIELDS = tuple(f.name for f in fields(Schedule))
+
+
+def stored_schedule(row: asyncpg.Record) -> StoredSchedule:
+    values = {name: row[name] for name in _DEFINITION_FIELDS}
+    values["misfire"] = Misfire(values["misfire"])
+    values["notify"] = tuple(values["notify"])
+    values["after"] = tuple(values["after"])
+    return StoredSchedule(
+        id=row["id"],
+        schedule=Schedule(**values),
+        source=row["source"],
+        orphaned=row["orphaned"],
+        next_fire_at=row["next_fire_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_state=row.get("last_state"),
+    )
+
+
+def first_fire_after(schedule: Schedule, now: datetime) -> datetime | None:
+    if schedule.cron is None:
+        return None
+    return next_fires(schedule.cron, schedule.timezone, now, 1)[0]
+
+
+async def save_schedule(conn: Connection, schedule: Schedule, *, source: str, now: datetime) -> StoredSchedule:
+    """Create or update by name. ``schedule`` must already be validated."""
+    s = schedule
+    row = await conn.fetchrow(
+        sql("upsert_schedule"),
+        s.name,
+        s.actor,
+        dict(s.args),
+        s.cron,
+        s.timezone,
+        s.paused,
+        str(s.misfire),
+        s.catchup_window,
+        s.overlap,
+        s.lock_key,
+        s.max_retries,
+        s.min_backoff,
+        s.max_backoff,
+        s.timeout,
+        s.jitter,
+        list(s.notify),
+        source,
+        s.description,
+        first_fire_after(s, now),
+        list(s.after),
+    )
+    assert row is not None
+    return stored_schedule(row)
+
+
+async def add_schedule(conn: Connection, schedule: Schedule, *, now: datetime) -> StoredSchedule:
+    """Create a CLI schedule; refuses a name that exists (code or CLI) rather than overwrite it."""
+    async with conn.transaction():
+        existing = await conn.fetchrow(sql("get_schedule"), schedule.name)
+        if existing is not None:
+            raise InvalidInput(
+                f'schedule "{schedule.name}" already exists (declared in {existing["source"]}):'
+                " pick another name, or delete it first"
+            )
+        return await save_schedule(conn, schedule, source="cli", now=now)
+
+
+async def sync_code_schedules(
+    conn: Connection, schedules: Iterable[Schedule], known_actors: Collection[str], *, now: datetime
+) -> tuple[list[str], list[str]]:
+    """Make the database match ``schedules.py``: (names synced, names orphaned). All or nothing."""
+    validated = [s.validated(known_actors) for s in schedules]
+    names = [s.name for s in validated]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInput(f"schedules.py declares {', '.join(duplicates)} more than once: names must be unique")
+    async with conn.transaction():
+        for schedule in validated:
+            await save_schedule(conn, schedule, source="code", now=now)
+        orphaned = [row["name"] for row in await conn.fetch(sql("orphan_code_schedules"), names)]
+    for name in orphaned:
+        logger.warning(
+            "schedule removed from code: paused and kept", extra={"action": "schedule_orphaned", "schedule": name}
+        )
+    logger.info("schedules synced", extra={"action": "schedules_synced", "count": len(names)})
+    return names, orphaned
+
+
+async def get_schedule(conn: Connection, name: str) -> StoredSchedule:
+    row = await conn.fetchrow(sql("get_schedule"), name)
+    if row is None:
+        raise NotFound(f'no schedule named "{name}": see punchclock schedules list')
+    return stored_schedule(row)
+
+
+async def list_schedules(conn: Connection) -> list[StoredSchedule]:
+    return [stored_schedule(row) for row in await conn.fetch(sql("list_schedules"))]
+
+
+async def set_paused(conn: Connection, name: str, paused: bool, *, now: datetime) -> StoredSchedule:
+    current = await get_schedule(conn, name)
+    row = await conn.fetchrow(sql("set_paused"), name, paused, first_fire_after(current.schedule, now))
+    if row is None:
+        raise NotFound(f'no schedule named "{name}": see punchclock schedules list')
+    return stored_schedule(row)
+
+
+async def delete_schedule(conn: Connection, name: str) -> None:
+    if await conn.fetchval(sql("delete_schedule"), name) is None:
+        raise NotFound(f'no schedule named "{name}": see punchclock schedules list')

@@ -1,0 +1,85 @@
+"""Settings: read from ``PUNCHCLOCK_*`` environment variables once, at the edge, into one frozen object.
+
+Only the entry points (``app/actors.py``, the CLI, ``punchclock dev``) call :func:`Settings.from_env`; everything
+below them receives the object explicitly. The README's settings table lists the same variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from app.errors import ConfigurationError
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything punchclock reads from its environment.
+
+    ``database_url`` empty means: start (or join) the embedded PostgreSQL in ``data_dir/pgdata``.
+    """
+
+    database_url: str = ""
+    data_dir: Path = Path(".punchclock")
+    broker_url: str = DEFAULT_BROKER_URL
+    confirm_delivery: bool = True
+    db_pool_size: int = 10
+    tick_batch: int = 500
+    schedules_module: str = "schedules"
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``PUNCHCLOCK_<FIELD>`` variables; unset ones keep their defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            variable = f"PUNCHCLOCK_{field.name.upper()}"
+            raw = env.get(variable)
+            if raw is None:
+                continue
+            values[field.name] = _convert(variable, raw.strip(), field.type)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.tick_batch < 1:
+            raise ConfigurationError(f"PUNCHCLOCK_TICK_BATCH={self.tick_batch}: must be 1 or more (default 500)")
+        if self.db_pool_size < 2:
+            raise ConfigurationError(f"PUNCHCLOCK_DB_POOL_SIZE={self.db_pool_size}: must be 2 or more (default 10)")
+        if self.log_format not in ("text", "json"):
+            raise ConfigurationError(f'PUNCHCLOCK_LOG_FORMAT="{self.log_format}": use text or json')
+        if self.database_url and not self.database_url.startswith(("postgres://", "postgresql://")):
+            raise ConfigurationError(
+                f"PUNCHCLOCK_DATABASE_URL must start with postgresql:// (got {self.database_url.split(':')[0]}://…)"
+                " or be unset for the embedded PostgreSQL"
+            )
+
+
+def _convert(variable: str, raw: str, kind: object) -> object:
+    """Turn one variable's text into its field's type, naming the variable when it cannot."""
+    if kind in (bool, "bool"):
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f'{variable}="{raw}": use true or false')
+    if kind in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigurationError(f'{variable}="{raw}": must be a whole number') from None
+    if kind in (Path, "Path"):
+        return Path(raw)
+    return raw

@@ -1,0 +1,25 @@
+"""Schedules declared in code. Synced into the database when a worker boots (created or updated; one removed
+from here is paused and marked orphaned, never deleted). ``punchclock schedules list`` shows them."""
+
+from datetime import timedelta
+
+from app.schedule import Schedule
+
+SCHEDULES = [
+    Schedule(
+        name="heartbeat",
+        actor="probe",
+        cron="* * * * *",
+        args={"output": {"ok": True}},
+        description="Every minute: proves the clock, the broker and a worker are alive.",
+    ),
+    Schedule(
+        name="nightly-check",
+        actor="probe",
+        cron="30 2 * * *",
+        timezone="Asia/Shanghai",
+        args={"seconds": 1, "output": {"checked": "nightly"}},
+        catchup_window=timedelta(hours=6),
+        description="02:30 Beijing time: a longer probe; missed nights within 6 hours still run.",
+    ),
+]

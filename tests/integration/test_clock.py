@@ -1,0 +1,166 @@
+"""fire_due on the real PostgreSQL and RabbitMQ: exactly once, misfire policies, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from app.clock import fire_due
+from app.misfire import Misfire
+from app.publisher import Publisher, PublishOutcome
+from app.schedule import Schedule
+from app.schedule_store import save_schedule
+from tests.conftest import drain_queue
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+async def add(pool: asyncpg.Pool[Any], name: str, *, now: datetime = T0, **fields: Any) -> None:
+    schedule = Schedule(name=name, actor="probe", cron=fields.pop("cron", "* * * * *"), **fields)
+    async with pool.acquire() as conn:
+        await save_schedule(conn, schedule.validated({"probe"}), source="cli", now=now)
+
+
+async def runs_by_state(pool: asyncpg.Pool[Any], name: str) -> dict[str, list[datetime]]:
+    rows = await pool.fetch(
+        "SELECT state, scheduled_for FROM runs WHERE schedule_name = $1 ORDER BY scheduled_for", name
+    )
+    found: dict[str, list[datetime]] = {}
+    for row in rows:
+        found.setdefault(row["state"], []).append(row["scheduled_for"])
+    return found
+
+
+async def test_a_thousand_schedules_fire_exactly_once_under_racing_ticks(
+    pool: asyncpg.Pool[Any], rabbit_publisher: Publisher, clean_queues: str
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO schedules (name, actor, cron, next_fire_at, args)"
+            " SELECT 'every-minute-' || i, 'probe', '* * * * *', $1, jsonb_build_object('i', i)"
+            " FROM generate_series(1, 1000) AS i",
+            T0 + timedelta(minutes=1),
+        )
+    now = T0 + timedelta(minutes=1, seconds=1)
+
+    reports = await asyncio.gather(*(fire_due(pool, rabbit_publisher, now, batch=100) for _ in range(4)))
+    reports += [await fire_due(pool, rabbit_publisher, now, batch=100) for _ in range(2)]
+
+    assert sum(r.fired for r in reports) == 1000
+    assert sum(r.published for r in reports) == 1000
+    states = await pool.fetch("SELECT state, count(*) AS n FROM runs GROUP BY state")
+    assert {r["state"]: r["n"] for r in states} == {"enqueued": 1000}
+    assert await pool.fetchval("SELECT count(DISTINCT schedule_id) FROM runs") == 1000
+    assert (
+        await pool.fetchval("SELECT count(*) FROM schedules WHERE next_fire_at = $1", T0 + timedelta(minutes=2)) == 1000
+    )
+    messages = drain_queue(clean_queues)
+    assert len(messages) == 1000
+    run_ids = {m["options"]["run_id"] for m in messages}
+    assert run_ids == {r["id"] for r in await pool.fetch("SELECT id FROM runs")}
+    assert all(m["actor_name"] == "probe" and m["options"]["max_retries"] == 3 for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("misfire", "window", "fired", "missed"),
+    [
+        (Misfire.SKIP, timedelta(hours=1), [], list(range(1, 11))),
+        (Misfire.LATEST, timedelta(hours=1), [10], list(range(1, 10))),
+        (Misfire.ALL, timedelta(hours=1), list(range(1, 11)), []),
+        (Misfire.ALL, timedelta(minutes=5), [6, 7, 8, 9, 10], [1, 2, 3, 4, 5]),
+    ],
+)
+async def test_misfire_after_ten_minutes_down(
+    pool: asyncpg.Pool[Any],
+    rabbit_publisher: Publisher,
+    clean_queues: str,
+    misfire: Misfire,
+    window: timedelta,
+    fired: list[int],
+    missed: list[int],
+) -> None:
+    await add(pool, "minutely", misfire=misfire, catchup_window=window)  # next fire 12:01
+    # The clock was down from 12:00:30; it comes back at 12:10:45: instants 12:01 ... 12:10 were never ticked.
+    report = await fire_due(pool, rabbit_publisher, T0 + timedelta(minutes=10, seconds=45))
+
+    at = [T0 + timedelta(minutes=m) for m in range(11)]
+    runs = await runs_by_state(pool, "minutely")
+    assert runs.get("enqueued", []) == [at[m] for m in fired]
+    assert runs.get("missed", []) == [at[m] for m in missed]
+    assert (report.fired, report.missed) == (len(fired), len(missed))
+    assert len(drain_queue(clean_queues)) == len(fired)
+    assert await pool.fetchval("SELECT next_fire_at FROM schedules") == T0 + timedelta(minutes=11)
+
+
+class CrashingPublisher(Publisher):
+    """Stands in for a clock process that dies after committing its runs and before publishing them."""
+
+    def publish(self, runs: Any) -> PublishOutcome:
+        return PublishOutcome(error=ConnectionError("clock process died before publishing"))
+
+
+async def test_runs_committed_but_never_published_are_sent_by_the_next_tick_once(
+    pool: asyncpg.Pool[Any], rabbit_publisher: Publisher, clean_queues: str
+) -> None:
+    await add(pool, "minutely")
+    now = T0 + timedelta(minutes=1, seconds=2)
+    with pytest.raises(ConnectionError):
+        await fire_due(pool, CrashingPublisher(rabbit_publisher.broker), now)
+    assert await runs_by_state(pool, "minutely") == {"scheduled": [T0 + timedelta(minutes=1)]}
+    assert drain_queue(clean_queues) == []
+
+    first = await fire_due(pool, rabbit_publisher, now + timedelta(seconds=60))
+    second = await fire_due(pool, rabbit_publisher, now + timedelta(seconds=61))
+
+    assert (first.fired, first.published) == (1, 2)  # 12:02 fires now; 12:01 comes out of the outbox
+    assert (second.fired, second.published) == (0, 0)
+    messages = drain_queue(clean_queues)
+    assert sorted(m["options"]["run_id"] for m in messages) == sorted(
+        r["id"] for r in await pool.fetch("SELECT id FROM runs")
+    )
+    assert len(messages) == 2
+
+
+async def test_a_broker_failure_mid_batch_keeps_what_was_sent(
+    pool: asyncpg.Pool[Any], rabbit_publisher: Publisher, clean_queues: str
+) -> None:
+    for i in range(5):
+        await add(pool, f"s{i}")
+
+    class FailsAfterTwo(Publisher):
+        def publish(self, runs: Any) -> PublishOutcome:
+            outcome = rabbit_publisher.publish(runs[:2])
+            outcome.error = ConnectionError("broker went away")
+            return outcome
+
+    with pytest.raises(ConnectionError):
+        await fire_due(pool, FailsAfterTwo(rabbit_publisher.broker), T0 + timedelta(minutes=1))
+    states = await pool.fetch("SELECT state, count(*) AS n FROM runs GROUP BY state")
+    assert {r["state"]: r["n"] for r in states} == {"enqueued": 2, "scheduled": 3}
+
+    await fire_due(pool, rabbit_publisher, T0 + timedelta(minutes=1, seconds=5))
+    assert len(drain_queue(clean_queues)) == 5
+    assert await pool.fetchval("SELECT count(*) FROM runs WHERE state = 'enqueued'") == 5
+
+
+async def test_a_run_whose_actor_is_gone_fails_with_a_clear_error(
+    pool: asyncpg.Pool[Any], rabbit_publisher: Publisher, clean_queues: str
+) -> None:
+    await add(pool, "old")
+    await pool.execute("UPDATE schedules SET actor = 'removed_actor'")
+    report = await fire_due(pool, rabbit_publisher, T0 + timedelta(minutes=1))
+    assert (report.fired, report.published) == (1, 0)
+    row = await pool.fetchrow("SELECT state, error FROM runs")
+    assert row["state"] == "failed"
+    assert 'actor "removed_actor" is not registered' in row["error"]
+    assert drain_queue(clean_queues) == []
+
+
+async def test_paused_schedules_do_not_fire(pool: asyncpg.Pool[Any], rabbit_publisher: Publisher) -> None:
+    await add(pool, "paused", paused=True)
+    report = await fire_due(pool, rabbit_publisher, T0 + timedelta(minutes=5))
+    assert report.fired == report.missed == 0
