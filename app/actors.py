@@ -29,7 +29,7 @@ configure_logging(settings.log_level, settings.log_format)
 
 
 async def _on_database_ready(pool: Pool) -> None:
-    await prepare_database(pool, schedules, frozenset(broker.actors))
+    await prepare_database(pool, schedules, runnable_actors)
 
 
 database = DatabasePool(lambda: database_url(settings), settings.db_pool_size, _on_database_ready)
@@ -47,6 +47,8 @@ def tick() -> None:
 
 import actors  # noqa: E402  (registers the actors on the broker set above)
 
-schedules = load_code_schedules(settings.schedules_module, frozenset(broker.actors))
+# What a schedule may target: every actor but the clock's own tick.
+runnable_actors = frozenset(broker.actors) - {tick.actor_name}
+schedules = load_code_schedules(settings.schedules_module, runnable_actors)
 
-__all__ = ["actors", "broker", "database", "publisher", "schedules", "settings", "tick"]
+__all__ = ["actors", "broker", "database", "publisher", "runnable_actors", "schedules", "settings", "tick"]

@@ -12,12 +12,26 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from app.broker import MEMORY_BROKER
 
 TICK_EVERY_SECONDS = 1.0
 DEV_WORKER_THREADS = 4
+# While dev runs, its pid sits here: the CLI in another terminal then records runs for dev's ticker to
+# publish instead of sending them to a RabbitMQ that no dev worker listens to.
+DEV_MARKER = "dev.pid"
+
+
+def dev_running(data_dir: Path) -> bool:
+    """Whether a ``punchclock dev`` using ``data_dir`` is alive."""
+    try:
+        pid = int((data_dir / DEV_MARKER).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def run_dev() -> int:
@@ -51,11 +65,17 @@ def run_dev() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    while not stop.wait(TICK_EVERY_SECONDS):
-        try:
-            wiring.database.run(lambda pool: clock.tick(pool, wiring.publisher, batch=settings.tick_batch))
-        except Exception as exc:  # a failed tick is retried by the next one; say why and keep going
-            print(f"punchclock dev: tick failed: {exc}", file=sys.stderr, flush=True)
+    marker = settings.data_dir / DEV_MARKER
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(os.getpid()))
+    try:
+        while not stop.wait(TICK_EVERY_SECONDS):
+            try:
+                wiring.database.run(lambda pool: clock.tick(pool, wiring.publisher, batch=settings.tick_batch))
+            except Exception as exc:  # a failed tick is retried by the next one; say why and keep going
+                print(f"punchclock dev: tick failed: {exc}", file=sys.stderr, flush=True)
+    finally:
+        marker.unlink(missing_ok=True)
     print("punchclock dev: stopping (waiting for running actors)", flush=True)
     worker.stop()
     print("punchclock dev: stopped", flush=True)

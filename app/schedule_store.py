@@ -102,7 +102,7 @@ async def add_schedule(conn: Connection, schedule: Schedule, *, now: datetime) -
         existing = await conn.fetchrow(sql("get_schedule"), schedule.name)
         if existing is not None:
             raise InvalidInput(
-                f'schedule "{schedule.name}" already exists (declared in {existing["source"]}):'
+                f'schedule "{schedule.name}" already exists (source: {existing["source"]}):'
                 " pick another name, or delete it first"
             )
         return await save_schedule(conn, schedule, source="cli", now=now)

@@ -36,16 +36,16 @@ class Process:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signum)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
-        self.signal(signum)
+        self.send_signal(signum)
         try:
             code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
+            self.send_signal(signal.SIGKILL)
             code = self.popen.wait(10)
         self._log.close()
         return code
@@ -59,14 +59,10 @@ def clock(env: Mapping[str, str], log: Path) -> Process:
     return Process([str(BIN / "periodiq"), "app.actors"], env, log)
 
 
-def punchclock(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+def punchclock(*args: str, env: Mapping[str, str], unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    merged = {key: value for key, value in {**os.environ, **env}.items() if key not in unset}
     return subprocess.run(
-        [str(BIN / "punchclock"), *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [str(BIN / "punchclock"), *args], cwd=ROOT, env=merged, capture_output=True, text=True, timeout=60
     )
 
 

@@ -96,10 +96,21 @@ async def test_resume_restarts_the_clock_from_now(pool: asyncpg.Pool[Any]) -> No
 
 async def test_schedules_round_trip_every_field(pool: asyncpg.Pool[Any]) -> None:
     original = Schedule(
-        name="full", actor="probe", cron="30 2 * * 1-5", args={"k": [1, "two"]}, timezone="Asia/Shanghai",
-        misfire="all", catchup_window=timedelta(minutes=90), overlap="queue", lock_key="kb:{kb}",
-        max_retries=5, min_backoff=timedelta(seconds=2), max_backoff=timedelta(minutes=2),
-        timeout=timedelta(minutes=10), jitter=timedelta(seconds=30), notify=("webhook:http://x",),
+        name="full",
+        actor="probe",
+        cron="30 2 * * 1-5",
+        args={"k": [1, "two"]},
+        timezone="Asia/Shanghai",
+        misfire="all",
+        catchup_window=timedelta(minutes=90),
+        overlap="queue",
+        lock_key="kb:{kb}",
+        max_retries=5,
+        min_backoff=timedelta(seconds=2),
+        max_backoff=timedelta(minutes=2),
+        timeout=timedelta(minutes=10),
+        jitter=timedelta(seconds=30),
+        notify=("webhook:http://x",),
         description="all fields",
     ).validated(ACTORS)
     async with pool.acquire() as conn:

@@ -1,0 +1,61 @@
+"""Reading option values the CLI takes as text: JSON objects, instants, and values parsed by the core.
+
+Each raises :class:`InvalidInput` (exit code 2) naming the option, the bad value and the expected form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from app.errors import InvalidInput
+
+T = TypeVar("T")
+
+_JSON_EXAMPLE = """'{"seconds": 1}'"""
+_JSON_KINDS: dict[type, str] = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def json_object(option: str, text: str) -> dict[str, Any]:
+    """``text`` as a JSON object (the keyword arguments of an actor)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"invalid {option} {text!r}: not JSON ({exc.msg} at column {exc.colno}); pass an object like"
+            f" {_JSON_EXAMPLE}"
+        ) from None
+    if not isinstance(value, dict):
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        raise InvalidInput(f"invalid {option} {text!r}: it is {kind}, not a JSON object; pass one like {_JSON_EXAMPLE}")
+    return value
+
+
+def instant(option: str, text: str, zone: ZoneInfo) -> datetime:
+    """An ISO 8601 date-time; one without an offset is read in ``zone`` (the schedule's)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"invalid {option} {text!r}: use ISO 8601, like 2026-03-07T12:00 (in the schedule's zone,"
+            f" {zone.key}) or with an offset, like 2026-03-07T12:00-05:00 or 2026-03-07T17:00Z"
+        ) from None
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=zone)
+
+
+def option(name: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``, with the option's name put in front of any ``InvalidInput`` message."""
+    try:
+        return parse(text)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{name}: {exc}") from None

@@ -1,0 +1,86 @@
+"""``punchclock``: the command line. Parses, reads the settings once, dispatches, maps errors to exit codes.
+
+Exit codes: 0 ok; 2 bad input (a value rejected, a schedule or run not found, a usage error); 1 any other
+failure (settings that cannot work, PostgreSQL or RabbitMQ unreachable). Errors go to stderr as
+``punchclock: error: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+
+from app.broker import MEMORY_BROKER
+from app.cli import runs, schedules
+from app.cli.database import Database, run_with_database
+from app.dev import dev_running
+from app.errors import InvalidInput, NotFound, PunchclockError
+from app.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="punchclock", description="Scheduled AI workflows on Dramatiq, RabbitMQ and PostgreSQL."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="apply pending database migrations").set_defaults(handler=migrate_command)
+    schedules.register(commands.add_parser("schedules", help="add, list, show, pause, trigger … schedules"))
+    runs.register(commands.add_parser("runs", help="the run history"))
+    commands.add_parser(
+        "dev", help="the whole stack in one process: embedded PostgreSQL, in-memory broker, a ticker"
+    ).set_defaults(handler=dev_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Handler = args.handler
+    try:
+        return handler(args, cli_settings())
+    except (InvalidInput, NotFound) as exc:
+        return _fail(exc, 2)
+    except PunchclockError as exc:
+        return _fail(exc, 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def cli_settings() -> Settings:
+    """The environment's settings; while ``punchclock dev`` runs on this data directory and no broker is set
+    explicitly, the in-memory broker, so a triggered run is left for dev's ticker rather than sent to a
+    RabbitMQ that no dev worker reads."""
+    settings = Settings.from_env()
+    if "PUNCHCLOCK_BROKER_URL" not in os.environ and dev_running(settings.data_dir):
+        return replace(settings, broker_url=MEMORY_BROKER)
+    return settings
+
+
+def _fail(error: Exception, code: int) -> int:
+    print(f"punchclock: error: {error}", file=sys.stderr)
+    return code
+
+
+def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
+    async def applied(db: Database) -> list[str]:
+        return db.migrated  # the session migrates before any command runs
+
+    names = run_with_database(settings, applied)
+    for name in names:
+        print(f"applied {name}")
+    print(f"applied {len(names)} migration(s)" if names else "database is up to date")
+    return 0
+
+
+def dev_command(args: argparse.Namespace, settings: Settings) -> int:
+    from app.dev import run_dev  # reads its own settings: it forces the in-memory broker
+
+    return run_dev()

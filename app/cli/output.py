@@ -1,0 +1,156 @@
+"""What the CLI prints: aligned tables for people, ``--json`` with stable keys for scripts.
+
+Text shows instants in the schedule's own zone with its offset (``2026-03-08T03:00:00-04:00``), or in UTC as
+``…Z`` when there is no zone to show them in. JSON always carries ISO 8601 instants in UTC (``+00:00``) and
+durations in the compact form ``punchclock`` reads (``1h``, ``90s``), so its output can be fed back in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tabulate import tabulate
+
+from app.durations import format_duration
+from app.runs import Run
+from app.schedule_store import StoredSchedule
+
+NONE = "-"
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+    """Columns of whole numbers right-aligned; every other cell printed as given (a name like ``1e5`` stays)."""
+    table = [list(row) for row in rows]
+    text_columns = [
+        i
+        for i in range(len(headers))
+        if not all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in table)
+    ]
+    print(tabulate(table, headers=list(headers), tablefmt="simple", disable_numparse=text_columns))
+
+
+def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    """A key/value block, keys aligned, as in ``kubectl describe``."""
+    rows = [(f"{key}:", NONE if value is None or value == "" else value) for key, value in pairs]
+    print(tabulate(rows, tablefmt="plain", disable_numparse=True))
+
+
+def warn(message: str) -> None:
+    print(f"punchclock: warning: {message}", file=sys.stderr)
+
+
+def local_time(moment: datetime | None, zone: ZoneInfo | None) -> str:
+    """``moment`` in ``zone`` with its offset, to the second; in UTC (``Z``) when ``zone`` is None."""
+    if moment is None:
+        return NONE
+    if zone is None:
+        return utc_time(moment)
+    return moment.astimezone(zone).isoformat(timespec="seconds")
+
+
+def utc_time(moment: datetime | None) -> str:
+    if moment is None:
+        return NONE
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def duration(value: timedelta | None) -> str | None:
+    return None if value is None else format_duration(value)
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def status(stored: StoredSchedule) -> str:
+    if stored.orphaned:
+        return "orphaned"
+    return "paused" if stored.schedule.paused else "active"
+
+
+def schedule_json(stored: StoredSchedule) -> dict[str, Any]:
+    s = stored.schedule
+    return {
+        "name": s.name,
+        "actor": s.actor,
+        "args": dict(s.args),
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "status": status(stored),
+        "paused": s.paused,
+        "orphaned": stored.orphaned,
+        "source": stored.source,
+        "description": s.description,
+        "misfire": str(s.misfire),
+        "catchup_window": duration(s.catchup_window),
+        "overlap": s.overlap,
+        "lock_key": s.lock_key,
+        "max_retries": s.max_retries,
+        "min_backoff": duration(s.min_backoff),
+        "max_backoff": duration(s.max_backoff),
+        "timeout": duration(s.timeout),
+        "jitter": duration(s.jitter),
+        "notify": list(s.notify),
+        "after": list(s.after),
+        "next_fire_at": None if s.paused else iso(stored.next_fire_at),
+        "last_state": stored.last_state,
+        "created_at": iso(stored.created_at),
+        "updated_at": iso(stored.updated_at),
+    }
+
+
+def run_duration(run: Run) -> timedelta | None:
+    """How long the run ran: first start to finish."""
+    if run.started_at is None or run.finished_at is None:
+        return None
+    return run.finished_at - run.started_at
+
+
+def start_delay(run: Run) -> timedelta | None:
+    """How late the run started after the instant it was scheduled for."""
+    return None if run.started_at is None else run.started_at - run.scheduled_for
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "schedule": run.schedule_name,
+        "schedule_id": run.schedule_id,
+        "actor": run.actor,
+        "trigger": run.trigger,
+        "state": str(run.state),
+        "attempts": run.attempts,
+        "args": run.args,
+        "options": run.options,
+        "scheduled_for": iso(run.scheduled_for),
+        "created_at": iso(run.created_at),
+        "enqueued_at": iso(run.enqueued_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration": duration(run_duration(run)),
+        "start_delay": duration(start_delay(run)),
+        "error": run.error,
+        "output": run.output,
+        "trace_id": run.trace_id,
+    }
+
+
+def one_line(text: str | None, width: int = 60) -> str:
+    """The first line of ``text``, cut to ``width`` characters, for a table cell."""
+    if not text:
+        return NONE
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= width else first[: width - 1] + "…"

@@ -1,0 +1,496 @@
+"""The ``punchclock`` CLI against the real PostgreSQL (a fresh database per test) and the real RabbitMQ.
+
+``main`` runs its own event loop (``asyncio.run``), so the tests call it in a thread and check the database
+through the ``pool`` fixture on the session loop. One test per exit-code path runs the real console script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import pika
+import pytest
+
+from app.cli.main import main
+from tests import services
+
+PUNCHCLOCK = Path(sys.executable).parent / "punchclock"
+UNREACHABLE_BROKER = "amqp://guest:guest@127.0.0.1:1/%2F"
+QUEUE = "default"  # the probe actor's queue
+
+if TYPE_CHECKING:
+    Pool = asyncpg.Pool[Any]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def wiring() -> Iterator[None]:
+    """Import ``app.actors`` once with the tests' settings (no code schedules), before ``capsys`` swaps
+    stderr: the module reads its settings and binds its log handler to stderr when first imported."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PUNCHCLOCK_SCHEDULES_MODULE", "")
+        patch.setenv("PUNCHCLOCK_BROKER_URL", services.RABBITMQ_URL)
+        importlib.import_module("app.actors")
+    yield
+
+
+async def cli(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def run_console_script(*argv: str, **env: str) -> tuple[int, str, str]:
+    """The installed ``punchclock`` as a subprocess, with this test's environment plus ``env``."""
+    process = await asyncio.create_subprocess_exec(
+        str(PUNCHCLOCK),
+        *argv,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def add_nightly(*extra: str) -> None:
+    code = await cli(
+        "schedules", "add", "nightly", "--actor", "probe", "--cron", "30 2 * * *", "--tz", "America/New_York", *extra
+    )
+    assert code == 0
+
+
+async def schedule_count(pool: Pool) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM schedules")
+    return count
+
+
+def run_id_printed(text: str) -> int:
+    match = re.search(r"\brun (\d+)\b", text)
+    assert match, text
+    return int(match.group(1))
+
+
+# add, list, show, next ------------------------------------------------------------------------------------
+
+
+async def test_add_list_show(punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]) -> None:
+    await add_nightly(
+        "--args", '{"seconds": 1}', "--misfire", "all", "--catchup-window", "2h", "--description", "nightly probe"
+    )
+    out = capsys.readouterr().out
+    assert 'created schedule "nightly"' in out
+    assert re.search(r"next fire: \d{4}-\d\d-\d\dT02:30:00-0[45]:00 \(", out), out
+
+    row = await pool.fetchrow("SELECT * FROM schedules WHERE name = 'nightly'")
+    assert row is not None
+    assert (row["actor"], row["cron"], row["timezone"], row["args"], row["misfire"], row["source"]) == (
+        "probe",
+        "30 2 * * *",
+        "America/New_York",
+        {"seconds": 1},
+        "all",
+        "cli",
+    )
+
+    assert await cli("schedules", "list") == 0
+    header, _, line = capsys.readouterr().out.splitlines()
+    assert header.split()[:6] == ["NAME", "ACTOR", "CRON", "TIMEZONE", "STATUS", "SOURCE"]
+    assert line.split()[:9] == ["nightly", "probe", "30", "2", "*", "*", "*", "America/New_York", "active"]
+
+    assert await cli("schedules", "list", "--json") == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["name"] == "nightly"
+    assert listed["catchup_window"] == "2h"
+    assert listed["timeout"] == "25m"
+    assert listed["status"] == "active"
+    assert listed["last_state"] is None
+    assert listed["next_fire_at"].endswith("+00:00")
+
+    assert await cli("schedules", "show", "nightly") == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "description:  nightly probe",
+        "misfire:      all (catch-up window 2h)",
+        "Next 5 fires",
+        "no runs yet",
+    ):
+        assert expected in out, out
+
+    assert await cli("schedules", "show", "nightly", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["args"] == {"seconds": 1}
+    assert len(shown["next_fires"]) == 5
+    assert shown["runs"] == []
+
+    assert await cli("schedules", "show", "missing") == 2
+    assert 'no schedule named "missing"' in capsys.readouterr().err
+
+
+async def test_next_over_spring_forward(punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """2026-03-08 02:30 does not exist in New York: that night fires once, at 03:00 EDT."""
+    await add_nightly()
+    capsys.readouterr()
+
+    assert await cli("schedules", "next", "nightly", "-n", "2", "--after", "2026-03-07T12:00") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ('next 2 fires of "nightly" (30 2 * * *, America/New_York) after 2026-03-07T12:00:00-05:00')
+    assert lines[3].split() == ["1", "2026-03-08T03:00:00-04:00", "EDT", "2026-03-08T07:00:00Z"]
+    assert lines[4].split() == ["2", "2026-03-09T02:30:00-04:00", "EDT", "2026-03-09T06:30:00Z"]
+    assert len(lines) == 5
+
+    # An offset is honoured (06:59:59Z is 01:59:59 EST, before the gap), and JSON carries both zones.
+    assert await cli("schedules", "next", "nightly", "-n", "2", "--after", "2026-03-08T06:59:59Z", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "schedule": "nightly",
+        "cron": "30 2 * * *",
+        "timezone": "America/New_York",
+        "after": "2026-03-08T01:59:59-05:00",
+        "fires": [
+            {"local": "2026-03-08T03:00:00-04:00", "utc": "2026-03-08T07:00:00+00:00"},
+            {"local": "2026-03-09T02:30:00-04:00", "utc": "2026-03-09T06:30:00+00:00"},
+        ],
+    }
+
+
+@pytest.mark.parametrize("after", ["tomorrow", "2026-13-01T00:00", "07/03/2026 12:00"])
+async def test_next_rejects_a_bad_after(
+    punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str], after: str
+) -> None:
+    await add_nightly()
+    capsys.readouterr()
+    assert await cli("schedules", "next", "nightly", "--after", after) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"punchclock: error: invalid --after {after!r}: use ISO 8601, like 2026-03-07T12:00")
+
+
+# add: bad input is refused, with nothing written ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--actor", "nope"], 'unknown actor "nope" for schedule "bad": known actors are probe'),
+        (["--cron", "61 * * * *"], 'invalid cron "61 * * * *": minute must be 0-59'),
+        (["--cron", "* * * *"], 'invalid cron "* * * *": expected 5 fields'),
+        (["--tz", "Mars/Olympus_Mons"], 'unknown time zone "Mars/Olympus_Mons": use an IANA name'),
+        (["--catchup-window", "10x"], '--catchup-window: invalid duration "10x": use a number with a unit'),
+        (["--misfire", "never"], '--misfire: invalid misfire policy "never": use one of skip, latest, all'),
+        (["--args", "{seconds: 1}"], "invalid --args '{seconds: 1}': not JSON"),
+        (["--args", "[1, 2]"], "invalid --args '[1, 2]': it is an array, not a JSON object"),
+        (["--args", '"text"'], "invalid --args '\"text\"': it is a string, not a JSON object"),
+    ],
+)
+async def test_add_rejects_bad_input(
+    punchclock_env: dict[str, str],
+    pool: Pool,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    values = {"--actor": "probe", "--cron": "*/5 * * * *"}
+    extra: list[str] = []
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        if flag in values:
+            values[flag] = value
+        else:
+            extra += [flag, value]
+    argv = ["schedules", "add", "bad", "--actor", values["--actor"], "--cron", values["--cron"], *extra]
+
+    assert await cli(*argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"punchclock: error: {message}"), captured.err
+    assert captured.err.count("\n") == 1
+    assert await schedule_count(pool) == 0
+
+
+async def test_add_refuses_a_duplicate_name(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly()
+    before = await pool.fetchrow("SELECT * FROM schedules")
+    capsys.readouterr()
+
+    assert await cli("schedules", "add", "nightly", "--actor", "probe", "--cron", "0 * * * *") == 2
+    assert capsys.readouterr().err == (
+        'punchclock: error: schedule "nightly" already exists (source: cli): pick another name, or delete it first\n'
+    )
+    assert await schedule_count(pool) == 1
+    assert await pool.fetchrow("SELECT * FROM schedules") == before
+
+
+async def test_usage_errors_exit_2(punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert await cli("schedules", "add", "x", "--cron", "* * * * *") == 2
+    assert "the following arguments are required: --actor" in capsys.readouterr().err
+    assert await cli("schedules", "next", "x", "-n", "0") == 2
+    assert "invalid -n 0: must be 1-1000" in capsys.readouterr().err
+    assert await cli("--help") == 0
+
+
+# pause, resume, delete ------------------------------------------------------------------------------------
+
+
+async def test_pause_resume_delete(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly()
+    assert await cli("schedules", "pause", "nightly") == 0
+    assert await pool.fetchval("SELECT paused FROM schedules WHERE name = 'nightly'") is True
+    assert 'paused schedule "nightly"' in capsys.readouterr().out
+
+    assert await cli("schedules", "list") == 0
+    assert " paused " in capsys.readouterr().out.splitlines()[2]
+
+    assert await cli("schedules", "resume", "nightly") == 0
+    assert 'resumed schedule "nightly": next fire ' in capsys.readouterr().out
+    row = await pool.fetchrow("SELECT paused, next_fire_at FROM schedules WHERE name = 'nightly'")
+    assert row is not None
+    assert row["paused"] is False
+    assert row["next_fire_at"] is not None
+
+    await pool.execute(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
+        " SELECT id, name, actor, now(), 'cron', 'succeeded' FROM schedules WHERE name = 'nightly'"
+    )
+    assert await cli("schedules", "delete", "nightly") == 0
+    assert 'deleted schedule "nightly"; its runs keep their history' in capsys.readouterr().out
+    assert await schedule_count(pool) == 0
+    kept = await pool.fetchrow("SELECT schedule_id, schedule_name, state FROM runs")
+    assert kept is not None
+    assert tuple(kept) == (None, "nightly", "succeeded")
+
+    for command in ("pause", "resume", "delete"):
+        assert await cli("schedules", command, "nightly") == 2
+        assert capsys.readouterr().err == (
+            'punchclock: error: no schedule named "nightly": see punchclock schedules list\n'
+        )
+
+
+async def test_sync_and_migrate_report(punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert await cli("migrate") == 0
+    assert capsys.readouterr().out == "database is up to date\n"
+    assert await cli("schedules", "sync") == 0
+    assert capsys.readouterr().out.startswith("synced 0 schedule(s)")
+
+
+# trigger and runs -----------------------------------------------------------------------------------------
+
+
+def purge_queue(name: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(services.RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:  # not declared yet: nothing to purge
+            return
+        channel.queue_purge(name)
+    finally:
+        connection.close()
+
+
+def take_messages(name: str) -> list[dict[str, Any]]:
+    """Every message now on queue ``name``, acknowledged (so removed)."""
+    connection = pika.BlockingConnection(pika.URLParameters(services.RABBITMQ_URL))
+    messages = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, _, body = channel.basic_get(name)
+            if method is None:
+                return messages
+            messages.append(json.loads(body))
+            channel.basic_ack(method.delivery_tag)
+    finally:
+        connection.close()
+
+
+async def test_trigger_publishes_a_manual_run(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly("--args", '{"output": {"from": "schedule"}}')
+    await asyncio.to_thread(purge_queue, QUEUE)
+    capsys.readouterr()
+
+    assert await cli("schedules", "trigger", "nightly") == 0
+    out = capsys.readouterr().out
+    run_id = run_id_printed(out)
+    assert out == f'run {run_id} of "nightly" enqueued (manual, probe)\n'
+    assert await cli("schedules", "trigger", "nightly", "--args", '{"output": {"from": "cli"}}') == 0
+    override_id = run_id_printed(capsys.readouterr().out)
+
+    rows = await pool.fetch("SELECT id, trigger, state, actor, args, options, enqueued_at FROM runs ORDER BY id")
+    assert [(r["id"], r["trigger"], r["state"], r["actor"]) for r in rows] == [
+        (run_id, "manual", "enqueued", "probe"),
+        (override_id, "manual", "enqueued", "probe"),
+    ]
+    assert [r["args"] for r in rows] == [{"output": {"from": "schedule"}}, {"output": {"from": "cli"}}]
+    assert rows[0]["options"] == {
+        "max_retries": 3,
+        "min_backoff": 10_000,
+        "max_backoff": 300_000,
+        "time_limit": 1_500_000,
+    }
+    assert all(r["enqueued_at"] is not None for r in rows)
+
+    messages = await asyncio.to_thread(take_messages, QUEUE)
+    ours = {m["options"]["run_id"]: m for m in messages if m["options"].get("run_id") in (run_id, override_id)}
+    assert sorted(ours) == [run_id, override_id]
+    assert ours[run_id]["actor_name"] == "probe"
+    assert ours[run_id]["kwargs"] == {"output": {"from": "schedule"}}
+    assert ours[override_id]["kwargs"] == {"output": {"from": "cli"}}
+    assert ours[run_id]["options"]["time_limit"] == 1_500_000
+
+    assert await cli("schedules", "trigger", "nightly", "--args", "[]") == 2
+    assert "invalid --args '[]': it is an array" in capsys.readouterr().err
+    assert await cli("schedules", "trigger", "missing") == 2
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 2
+
+
+async def test_runs_list_and_show(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly()
+    await pool.execute(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, args, scheduled_for, trigger, state, attempts,"
+        "                  started_at, finished_at, error, output)"
+        " SELECT id, name, actor, '{}', '2026-03-08T07:00:00Z', 'cron', 'failed', 2,"
+        "        '2026-03-08T07:00:01Z', '2026-03-08T07:01:31Z', 'boom: it broke', '{\"partial\": true}'"
+        " FROM schedules"
+    )
+    await pool.execute(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
+        " SELECT id, name, actor, '2026-03-09T06:30:00Z', 'cron', 'succeeded' FROM schedules"
+    )
+    failed_id, succeeded_id = [r["id"] for r in await pool.fetch("SELECT id FROM runs ORDER BY id")]
+    capsys.readouterr()
+
+    assert await cli("runs", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "SCHEDULE",
+        "ACTOR",
+        "TRIGGER",
+        "STATE",
+        "SCHEDULED",
+        "FOR",
+        "DURATION",
+        "ATTEMPTS",
+        "ERROR",
+    ]
+    assert lines[2].split()[:6] == [
+        str(succeeded_id),
+        "nightly",
+        "probe",
+        "cron",
+        "succeeded",
+        "2026-03-09T02:30:00-04:00",
+    ]
+    assert lines[3].split() == [
+        str(failed_id),
+        "nightly",
+        "probe",
+        "cron",
+        "failed",
+        "2026-03-08T03:00:00-04:00",
+        "1m30s",
+        "2",
+        "boom:",
+        "it",
+        "broke",
+    ]
+
+    assert await cli("runs", "list", "--state", "failed", "--schedule", "nightly", "--json") == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["id"] == failed_id
+    assert await cli("runs", "list", "--limit", "1", "--json") == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [succeeded_id]
+    assert await cli("runs", "list", "--schedule", "other", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert await cli("runs", "list", "--state", "exploded") == 2
+    assert 'unknown run state "exploded": use one of scheduled' in capsys.readouterr().err
+
+    assert await cli("runs", "show", str(failed_id), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == {
+        **shown,
+        "id": failed_id,
+        "schedule": "nightly",
+        "trigger": "cron",
+        "state": "failed",
+        "attempts": 2,
+        "scheduled_for": "2026-03-08T07:00:00+00:00",
+        "started_at": "2026-03-08T07:00:01+00:00",
+        "finished_at": "2026-03-08T07:01:31+00:00",
+        "duration": "1m30s",
+        "start_delay": "1s",
+        "error": "boom: it broke",
+        "output": {"partial": True},
+    }
+    assert await cli("runs", "show", str(failed_id)) == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "state:          failed",
+        "started:        2026-03-08T03:00:01-04:00",
+        "duration:       1m30s",
+        'output:         {"partial": true}',
+        "Error\nboom: it broke\n",
+    ):
+        assert expected in out, out
+
+    assert await cli("runs", "show", "999999") == 2
+    assert capsys.readouterr().err == "punchclock: error: no run with id 999999: see punchclock runs list\n"
+
+
+# the console script ---------------------------------------------------------------------------------------
+
+
+async def test_console_script_exit_codes(punchclock_env: dict[str, str]) -> None:
+    code, out, err = await run_console_script("runs", "show", "999999")
+    assert (code, out, err) == (2, "", "punchclock: error: no run with id 999999: see punchclock runs list\n")
+
+    code, out, err = await run_console_script(
+        "schedules", "list", PUNCHCLOCK_DATABASE_URL="postgresql://punchclock@127.0.0.1:1/nowhere"
+    )
+    assert code == 1
+    assert out == ""
+    assert err.startswith("punchclock: error: cannot connect to PostgreSQL at postgresql://punchclock@127.0.0.1:1/")
+    assert "check PUNCHCLOCK_DATABASE_URL" in err
+
+
+async def test_trigger_with_rabbitmq_down_keeps_the_run(punchclock_env: dict[str, str], pool: Pool) -> None:
+    """The run is committed before publishing: with the broker unreachable it waits for the next tick."""
+    await add_nightly()
+    code, out, err = await run_console_script(
+        "schedules", "trigger", "nightly", PUNCHCLOCK_BROKER_URL=UNREACHABLE_BROKER
+    )
+    assert code == 0, err
+    run_id = run_id_printed(out)
+    assert f"punchclock: warning: could not publish run {run_id}: RabbitMQ unreachable" in err
+    assert "the next tick publishes it. Check PUNCHCLOCK_BROKER_URL (127.0.0.1:1/%2F)" in err
+    assert "guest" not in err
+    row = await pool.fetchrow("SELECT trigger, state FROM runs WHERE id = $1", run_id)
+    assert row is not None
+    assert tuple(row) == ("manual", "scheduled")
+
+
+async def test_trigger_with_the_dev_broker_only_records(punchclock_env: dict[str, str], pool: Pool) -> None:
+    """``memory://`` is the broker inside a running ``punchclock dev``: this process must not publish."""
+    await add_nightly()
+    code, out, err = await run_console_script("schedules", "trigger", "nightly", PUNCHCLOCK_BROKER_URL="memory://")
+    assert (code, err) == (0, "")
+    run_id = run_id_printed(out)
+    assert out == (
+        f'run {run_id} of "nightly" recorded (manual, probe); the running punchclock dev publishes it within a second\n'
+    )
+    assert await pool.fetchval("SELECT state FROM runs WHERE id = $1", run_id) == "scheduled"
