@@ -35,7 +35,7 @@ async def _on_database_ready(pool: Pool) -> None:
 database = DatabasePool(lambda: database_url(settings), settings.db_pool_size, _on_database_ready)
 broker = build_broker(settings, database)
 dramatiq.set_broker(broker)
-publisher = Publisher(broker)
+publisher = Publisher(broker, threads=settings.publish_threads)
 
 
 # The tick only fans out: never retried (periodiq drops late ticks anyway, and the next tick catches up),

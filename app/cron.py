@@ -28,6 +28,7 @@ import calendar
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from itertools import islice, takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -94,13 +95,15 @@ _WEEKDAY = _Field("day-of-week", 0, 7, "0-7 or sun-sat", _WEEKDAYS)
 _FIELDS = (_MINUTE, _HOUR, _DAY, _MONTH, _WEEKDAY)
 
 
+@lru_cache(maxsize=4096)
 def validate_cron(expr: str) -> str:
     """Return ``expr`` as a normalized 5-field expression, or raise ``InvalidCron`` saying what to fix.
 
     Aliases become their 5 fields and runs of whitespace become one space; fields keep their spelling.
     Rejected: a field count other than 5 (6 and 7 fields, seconds and years, are not supported), values
     out of a field's range, steps of 0, reversed ranges, unknown aliases, characters cron does not use,
-    and dates that never occur (``0 0 30 2 *``).
+    and dates that never occur (``0 0 30 2 *``). Cached: the tick re-validates every due schedule's cron,
+    and the check (a parse plus a probe of cronsim) costs more than the firing arithmetic itself.
     """
     text = " ".join(expr.split())
     fail = _Fail(text)

@@ -29,6 +29,7 @@ class Settings:
     confirm_delivery: bool = True
     db_pool_size: int = 10
     tick_batch: int = 500
+    publish_threads: int = 4
     schedules_module: str = "schedules"
     log_level: str = "INFO"
     log_format: str = "text"
@@ -55,6 +56,10 @@ class Settings:
     def check(self) -> None:
         if self.tick_batch < 1:
             raise ConfigurationError(f"PUNCHCLOCK_TICK_BATCH={self.tick_batch}: must be 1 or more (default 500)")
+        if self.publish_threads < 1:
+            raise ConfigurationError(
+                f"PUNCHCLOCK_PUBLISH_THREADS={self.publish_threads}: must be 1 or more (default 4)"
+            )
         if self.db_pool_size < 2:
             raise ConfigurationError(f"PUNCHCLOCK_DB_POOL_SIZE={self.db_pool_size}: must be 2 or more (default 10)")
         if self.log_format not in ("text", "json"):

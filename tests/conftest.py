@@ -109,5 +109,5 @@ def rabbit_publisher(clean_queues: str) -> Iterator[Any]:
 
     broker = RabbitmqBroker(url=clean_queues, confirm_delivery=True, middleware=[])
     dramatiq.actor(lambda **kwargs: None, actor_name="probe", broker=broker)
-    yield Publisher(broker)
+    yield Publisher(broker, threads=4)
     broker.close()

@@ -109,7 +109,7 @@ async def test_runs_committed_but_never_published_are_sent_by_the_next_tick_once
     await add(pool, "minutely")
     now = T0 + timedelta(minutes=1, seconds=2)
     with pytest.raises(ConnectionError):
-        await fire_due(pool, CrashingPublisher(rabbit_publisher.broker), now)
+        await fire_due(pool, CrashingPublisher(rabbit_publisher.broker, threads=1), now)
     assert await runs_by_state(pool, "minutely") == {"scheduled": [T0 + timedelta(minutes=1)]}
     assert drain_queue(clean_queues) == []
 
@@ -138,7 +138,7 @@ async def test_a_broker_failure_mid_batch_keeps_what_was_sent(
             return outcome
 
     with pytest.raises(ConnectionError):
-        await fire_due(pool, FailsAfterTwo(rabbit_publisher.broker), T0 + timedelta(minutes=1))
+        await fire_due(pool, FailsAfterTwo(rabbit_publisher.broker, threads=1), T0 + timedelta(minutes=1))
     states = await pool.fetch("SELECT state, count(*) AS n FROM runs GROUP BY state")
     assert {r["state"]: r["n"] for r in states} == {"enqueued": 2, "scheduled": 3}
 
