@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) services
 	$(BIN)/python bench/tick.py
+	$(BIN)/python bench/fire_latency.py
 
 services:
 	bash .ci/services.sh
