@@ -83,8 +83,14 @@ def main() -> int:
             time.sleep(1)
     finally:
         for process in started:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(30)
+            # SIGTERM to the main process only, as Ctrl-C or `docker stop` do: dramatiq forwards it once to its
+            # workers (a second SIGTERM interrupts their graceful stop and leaves Dramatiq's event loop running).
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
         asyncio.run(sql(admin, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
     if len(rows) < args.instants:
         print(f"FAILED: only {len(rows)} runs succeeded; see .punchclock/bench-*.log")
