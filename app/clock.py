@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from app.db.queries import sql
 from app.misfire import Misfire, due_fires
 from app.publisher import Publisher
-from app.schedule import message_options
+from app.schedule import OPTION_FIELDS, message_options
 
 if TYPE_CHECKING:
     from app.db.pool import Pool
@@ -69,7 +69,7 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
                 row["next_fire_at"],
                 now,
             )
-            options = message_options(row["max_retries"], row["min_backoff"], row["max_backoff"], row["timeout"])
+            options = message_options(schedule_id=row["id"], **{name: row[name] for name in OPTION_FIELDS})
             for instants, state in ((decision.fire, "scheduled"), (decision.missed, "missed")):
                 for instant in instants:
                     for column, value in zip(

@@ -72,6 +72,10 @@ class Run:
     error: str | None
     output: Any
     trace_id: str | None
+    blocked_by: int | None = None
+    delay_ms: int = 0
+    next_attempt_at: datetime | None = None
+    cancel_requested: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:

@@ -47,6 +47,8 @@ class Schedule:
     notify: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     description: str = ""
+    retry_timeouts: bool = False
+    notify_on_recovery: bool = False
 
     def validated(self, known_actors: Collection[str]) -> Schedule:
         """This schedule with its cron normalised, or :class:`InvalidInput` naming the bad value and the fix."""
@@ -90,19 +92,39 @@ class Schedule:
             raise InvalidInput(f"min_backoff {self.min_backoff} is above max_backoff {self.max_backoff}")
         return replace(self, cron=cron, misfire=misfire, args=args, notify=tuple(self.notify), after=tuple(self.after))
 
-    def message_options(self) -> dict[str, Any]:
-        return message_options(self.max_retries, self.min_backoff, self.max_backoff, self.timeout)
+    def message_options(self, schedule_id: int | None) -> dict[str, Any]:
+        return message_options(
+            schedule_id=schedule_id,
+            **{name: getattr(self, name) for name in OPTION_FIELDS},
+        )
+
+
+# The schedule fields a run carries in its message options (frozen on the run row when it is fired).
+OPTION_FIELDS = ("max_retries", "min_backoff", "max_backoff", "timeout", "overlap", "lock_key", "retry_timeouts")
 
 
 def message_options(
-    max_retries: int, min_backoff: timedelta, max_backoff: timedelta, timeout: timedelta
+    *,
+    schedule_id: int | None,
+    max_retries: int,
+    min_backoff: timedelta,
+    max_backoff: timedelta,
+    timeout: timedelta,
+    overlap: str,
+    lock_key: str | None,
+    retry_timeouts: bool,
 ) -> dict[str, Any]:
-    """Dramatiq options a run is published with (milliseconds, as Dramatiq wants), frozen on the run row."""
+    """The options a run is published with: Dramatiq's own (milliseconds, as Dramatiq wants) and ours, which
+    the worker's middleware reads (overlap policy and lock key, whether a timeout is retried)."""
     return {
         "max_retries": max_retries,
         "min_backoff": _ms(min_backoff),
         "max_backoff": _ms(max_backoff),
         "time_limit": _ms(timeout),
+        "schedule_id": schedule_id,
+        "overlap": overlap,
+        "lock_key": lock_key,
+        "retry_timeouts": retry_timeouts,
     }
 
 

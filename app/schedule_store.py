@@ -91,6 +91,8 @@ async def save_schedule(conn: Connection, schedule: Schedule, *, source: str, no
         s.description,
         first_fire_after(s, now),
         list(s.after),
+        s.retry_timeouts,
+        s.notify_on_recovery,
     )
     assert row is not None
     return stored_schedule(row)

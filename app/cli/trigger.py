@@ -54,7 +54,7 @@ def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
             schedule.name,
             schedule.actor,
             dict(schedule.args) if override is None else override,
-            schedule.message_options(),
+            schedule.message_options(stored.id),
         )
         assert row is not None
         run = Run.from_row(row)

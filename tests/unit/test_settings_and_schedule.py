@@ -38,11 +38,15 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> No
 def test_a_valid_schedule_is_normalised() -> None:
     s = Schedule("daily", "probe", "@daily", misfire="all").validated({"probe"})  # type: ignore[arg-type]
     assert (s.cron, s.misfire) == ("0 0 * * *", Misfire.ALL)
-    assert s.message_options() == {
+    assert s.message_options(7) == {
         "max_retries": 3,
         "min_backoff": 10_000,
         "max_backoff": 300_000,
         "time_limit": 1_500_000,
+        "schedule_id": 7,
+        "overlap": "skip",
+        "lock_key": None,
+        "retry_timeouts": False,
     }
 
 
