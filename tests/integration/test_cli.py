@@ -339,6 +339,10 @@ async def test_trigger_publishes_a_manual_run(
         "min_backoff": 10_000,
         "max_backoff": 300_000,
         "time_limit": 1_500_000,
+        "schedule_id": rows[0]["options"]["schedule_id"],
+        "overlap": "skip",
+        "lock_key": None,
+        "retry_timeouts": False,
     }
     assert all(r["enqueued_at"] is not None for r in rows)
 
