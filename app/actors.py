@@ -1,12 +1,15 @@
 """The one entry point: ``dramatiq app.actors`` (workers) and ``periodiq app.actors`` (the clock) load it.
 
-In this order: settings from the environment, logging, the broker with its middleware stack, the ``tick``
-actor, the actors under ``actors/``, then the validated schedules of ``schedules.py``. Nothing opens a
-connection here: the database pool opens at worker boot (``DatabasePool``), pika connects on first use.
+In this order: settings from the environment, logging, our middleware, the broker with the whole stack, the
+engine's actors (``tick``, ``notify``), the actors under ``actors/``, then the validated schedules of
+``schedules.py``. Nothing opens a connection here: the database pool and the HTTP client open on first use
+in a worker, pika connects on first use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -18,6 +21,11 @@ from app.broker import build_broker
 from app.db.pool import database_url
 from app.logs import configure_logging
 from app.middleware.database import DatabasePool
+from app.middleware.heartbeat import RunHeartbeat
+from app.middleware.http_client import HttpClient
+from app.middleware.run_lifecycle import RunLifecycle
+from app.notify.sender import deliver
+from app.notify.store import create_notifications
 from app.publisher import Publisher
 from app.settings import Settings
 
@@ -26,14 +34,36 @@ if TYPE_CHECKING:
 
 settings = Settings.from_env()
 configure_logging(settings.log_level, settings.log_format)
+lock_ttl = timedelta(seconds=settings.lock_ttl_seconds)
 
 
 async def _on_database_ready(pool: Pool) -> None:
     await prepare_database(pool, schedules, runnable_actors)
 
 
+async def _create_notifications(pool: Pool, run_id: int, event: str, targets: Sequence[str]) -> list[int]:
+    return await create_notifications(pool, run_id, event, targets)
+
+
+publisher: Publisher  # set below, once the broker exists; the lambdas read it late
+
+
+def _send_notification(notification_id: int) -> None:
+    notify.send(notification_id)
+
+
 database = DatabasePool(lambda: database_url(settings), settings.db_pool_size, _on_database_ready)
-broker = build_broker(settings, database)
+http = HttpClient()
+lifecycle = RunLifecycle(
+    database,
+    publish_pending=lambda pool: clock.publish_unpublished(pool, publisher),
+    lock_ttl=lock_ttl,
+    create_notifications=_create_notifications,
+    send_notification=_send_notification,
+)
+# Beat well inside the lease, and often enough that `runs cancel` lands within about a second.
+heartbeat = RunHeartbeat(database, lock_ttl=lock_ttl, interval=min(lock_ttl / 3, timedelta(seconds=1)))
+broker = build_broker(settings, database=database, http=http, lifecycle=lifecycle, heartbeat=heartbeat)
 dramatiq.set_broker(broker)
 publisher = Publisher(broker, threads=settings.publish_threads)
 
@@ -45,10 +75,30 @@ def tick() -> None:
     database.run(lambda pool: clock.tick(pool, publisher, batch=settings.tick_batch))
 
 
+# Notifications retry inside (tenacity) and record their own failure: the message itself is never retried,
+# and a notification never changes its run.
+@dramatiq.actor(queue_name="notify", max_retries=0)
+def notify(notification_id: int) -> None:
+    database.run(lambda pool: deliver(pool, notification_id, settings=settings, http=http.client))
+
+
 import actors  # noqa: E402  (registers the actors on the broker set above)
 
-# What a schedule may target: every actor but the clock's own tick.
-runnable_actors = frozenset(broker.actors) - {tick.actor_name}
+# What a schedule may target: every actor but the engine's own.
+runnable_actors = frozenset(broker.actors) - {tick.actor_name, notify.actor_name}
 schedules = load_code_schedules(settings.schedules_module, runnable_actors)
 
-__all__ = ["actors", "broker", "database", "publisher", "runnable_actors", "schedules", "settings", "tick"]
+__all__ = [
+    "actors",
+    "broker",
+    "database",
+    "heartbeat",
+    "http",
+    "lifecycle",
+    "notify",
+    "publisher",
+    "runnable_actors",
+    "schedules",
+    "settings",
+    "tick",
+]

@@ -15,7 +15,6 @@ from dramatiq.middleware import (
     Callbacks,
     CurrentMessage,
     Pipelines,
-    Retries,
     ShutdownNotifications,
     TimeLimit,
 )
@@ -23,6 +22,9 @@ from periodiq import PeriodiqMiddleware
 
 from app.errors import ConfigurationError
 from app.middleware.database import DatabasePool
+from app.middleware.heartbeat import RunHeartbeat
+from app.middleware.http_client import HttpClient
+from app.middleware.retries import Retries
 from app.middleware.run_lifecycle import RunLifecycle
 from app.settings import Settings
 
@@ -34,18 +36,29 @@ DEFAULT_MIN_BACKOFF_MS = 10_000
 DEFAULT_MAX_BACKOFF_MS = 300_000
 
 
-def build_broker(settings: Settings, database: DatabasePool) -> dramatiq.Broker:
-    """The broker with punchclock's stack. Order matters: ``after_*`` hooks run bottom-up, so RunLifecycle
-    (above Retries) sees Retries' verdict, and DatabasePool (below AsyncIO) closes before the loop stops."""
+def build_broker(
+    settings: Settings,
+    *,
+    database: DatabasePool,
+    http: HttpClient,
+    lifecycle: RunLifecycle,
+    heartbeat: RunHeartbeat,
+) -> dramatiq.Broker:
+    """The broker with punchclock's stack, in this order. ``before_*`` hooks run top-down and ``after_*`` hooks
+    bottom-up, so: DatabasePool (below AsyncIO) closes its pool before the event loop stops; RunLifecycle
+    decides whether a run starts (lease, idempotence) before anything below it sees the message, and records
+    its end after Retries has chosen between retry and failure; RunHeartbeat tracks only started runs."""
     middleware: list[dramatiq.Middleware] = [
         AsyncIO(),
         database,
+        http,
         PeriodiqMiddleware(skip_delay=30),
         AgeLimit(),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        RunLifecycle(database),
+        lifecycle,
+        heartbeat,
         Retries(
             max_retries=DEFAULT_MAX_RETRIES, min_backoff=DEFAULT_MIN_BACKOFF_MS, max_backoff=DEFAULT_MAX_BACKOFF_MS
         ),

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from app.db.queries import sql
@@ -49,13 +50,20 @@ async def fire_due(pool: Pool, publisher: Publisher, now: datetime, *, batch: in
         missed += batch_missed
         if claimed < batch:
             break
+    async with pool.acquire() as conn:
+        requeued = await conn.fetchval(sql("release_expired_locks"))
+    if requeued:
+        logger.warning(
+            "expired leases freed: their holders' workers died; runs waiting on them re-published",
+            extra={"action": "leases_expired", "requeued": requeued},
+        )
     published = await publish_unpublished(pool, publisher, batch=batch)
     return TickReport(fired=fired, missed=missed, published=published)
 
 
 async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, int]:
     """One transaction: claim up to ``batch`` due schedules, insert their runs, advance them."""
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
     advanced_ids: list[int] = []
     advanced_to: list[datetime] = []
     async with pool.acquire() as conn, conn.transaction():
@@ -72,11 +80,9 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
             options = message_options(schedule_id=row["id"], **{name: row[name] for name in OPTION_FIELDS})
             for instants, state in ((decision.fire, "scheduled"), (decision.missed, "missed")):
                 for instant in instants:
-                    for column, value in zip(
-                        columns,
-                        (row["id"], row["name"], row["actor"], row["args"], options, instant, "cron", state),
-                        strict=True,
-                    ):
+                    delay = jitter_ms(row["jitter"], random.random()) if state == "scheduled" else 0
+                    values = (row["id"], row["name"], row["actor"], row["args"], options, instant, "cron", state, delay)
+                    for column, value in zip(columns, values, strict=True):
                         column.append(value)
             if decision.unrecorded_before is not None:
                 logger.warning(
@@ -108,6 +114,12 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
             },
         )
     return len(schedules), fired, missed
+
+
+def jitter_ms(jitter: timedelta, draw: float) -> int:
+    """A run's start delay: ``draw`` (uniform in [0, 1)) of the schedule's jitter, in ms. Drawn once when the
+    run is fired and stored on it, so a re-publish or redelivery keeps it."""
+    return int(jitter.total_seconds() * 1000 * draw)
 
 
 async def publish_unpublished(pool: Pool, publisher: Publisher, *, batch: int = 500) -> int:

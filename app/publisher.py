@@ -52,7 +52,7 @@ class Publisher:
 
     def publish(self, runs: Sequence[Mapping[str, Any]]) -> PublishOutcome:
         outcome = PublishOutcome()
-        messages: list[tuple[int, dramatiq.Message[Any]]] = []
+        messages: list[tuple[int, int, dramatiq.Message[Any]]] = []
         for run in runs:
             try:
                 actor = self.broker.get_actor(run["actor"])
@@ -65,7 +65,7 @@ class Publisher:
                     )
                 )
                 continue
-            messages.append((run["id"], run_message(run, actor.queue_name)))
+            messages.append((run["id"], run.get("delay_ms") or 0, run_message(run, actor.queue_name)))
         if len(messages) < PARALLEL_FROM or self.threads == 1:
             sent = [self._send(messages)]
         else:
@@ -87,12 +87,15 @@ class Publisher:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="punchclock-publish")
         return self._executor
 
-    def _send(self, messages: Sequence[tuple[int, dramatiq.Message[Any]]]) -> tuple[list[int], BaseException | None]:
-        """Send in order; stop at the first failure (broker down) and say which were sent."""
+    def _send(
+        self, messages: Sequence[tuple[int, int, dramatiq.Message[Any]]]
+    ) -> tuple[list[int], BaseException | None]:
+        """Send in order (each after its jitter delay, in ms); stop at the first failure (broker down) and say
+        which were sent."""
         published: list[int] = []
-        for run_id, message in messages:
+        for run_id, delay_ms, message in messages:
             try:
-                self.broker.enqueue(message)
+                self.broker.enqueue(message, delay=delay_ms or None)
             except Exception as exc:
                 return published, exc
             published.append(run_id)

@@ -14,7 +14,7 @@ redelivery (the worker holding it died) and starts a new attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -104,13 +104,127 @@ async def list_runs(conn: Connection, *, schedule: str | None, state: RunState |
     return [Run.from_row(row) for row in rows]
 
 
-async def start_run(conn: Executor, run_id: int) -> int | None:
-    """Begin an attempt; the attempt number, or None when the run is over (or unknown): do not run it."""
-    attempts: int | None = await conn.fetchval(sql("start_run"), run_id)
-    return attempts
+@dataclass(frozen=True)
+class StartOutcome:
+    """What ``punchclock_start_run`` decided: started (with the attempt number), over, skipped, queued, wait."""
+
+    outcome: str
+    attempt: int | None
+    holder: int | None
+
+
+@dataclass(frozen=True)
+class FinishOutcome:
+    """What the worker does after an attempt ends: publish a released waiting run, notify, fire dependents."""
+
+    released_waiting_run: int | None
+    previous_state: str | None
+    notify: list[str]
+    notify_on_recovery: bool
+    has_dependents: bool
+
+
+async def start_run(
+    conn: Executor, run_id: int, lock_key: str | None, policy: str, lock_ttl: timedelta
+) -> StartOutcome:
+    """Start an attempt under the lease ``lock_key`` (None: no lease). One round trip."""
+    row = await conn.fetchrow(sql("start_run"), run_id, lock_key, policy, lock_ttl)
+    assert row is not None
+    return StartOutcome(row["outcome"], row["attempt"], row["holder"])
 
 
 async def finish_attempt(
-    conn: Executor, run_id: int, state: RunState, *, output: Any = None, error: str | None = None
-) -> None:
-    await conn.execute(sql("finish_run"), run_id, str(state), output, error)
+    conn: Executor,
+    run_id: int,
+    state: RunState,
+    *,
+    output: Any = None,
+    error: str | None = None,
+    retry_delay_ms: int | None = None,
+) -> FinishOutcome | None:
+    """End the running attempt; None when the run was not running (a late duplicate). One round trip."""
+    row = await conn.fetchrow(sql("finish_run"), run_id, str(state), output, error, retry_delay_ms)
+    if row is None:
+        return None
+    return FinishOutcome(
+        released_waiting_run=row["released_waiting_run"],
+        previous_state=row["previous_state"],
+        notify=list(row["notify"] or []),
+        notify_on_recovery=bool(row["notify_on_recovery"]),
+        has_dependents=bool(row["has_dependents"]),
+    )
+
+
+async def fail_unstartable(conn: Executor, run_id: int, error: str) -> None:
+    await conn.execute(sql("fail_unstartable_run"), run_id, error)
+
+
+# The CLI's view of a run: its attempts and notifications, cancel and retry ----------------------------------
+
+CANCELLED_BY_CLI = "cancelled by punchclock runs cancel"
+
+
+@dataclass(frozen=True)
+class RunAttempt:
+    """One attempt of a run; ``retry_delay_ms`` is the backoff chosen before the next attempt, if any."""
+
+    attempt: int
+    state: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    retry_delay_ms: int | None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return None if self.finished_at is None else (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class RunNotification:
+    """A notification about a run, to one target (its secret part masked)."""
+
+    target: str
+    event: str
+    state: str
+    attempts: int
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+async def list_attempts(conn: Connection, run_id: int) -> list[RunAttempt]:
+    return [RunAttempt(**dict(row)) for row in await conn.fetch(sql("cli_run_attempts"), run_id)]
+
+
+async def list_notifications(conn: Connection, run_id: int) -> list[RunNotification]:
+    return [RunNotification(**dict(row)) for row in await conn.fetch(sql("cli_run_notifications"), run_id)]
+
+
+async def get_runs(conn: Connection, run_ids: list[int]) -> list[Run]:
+    """The runs with these ids that exist, oldest first."""
+    return [Run.from_row(row) for row in await conn.fetch(sql("cli_get_runs"), run_ids)]
+
+
+async def cancel_run(conn: Connection, run_id: int) -> Run:
+    """Cancel a run not started yet (now ``cancelled``), or ask a running one to stop (``cancel_requested``:
+    its worker stops it and marks it ``cancelled``). :class:`InvalidInput` if it is over, :class:`NotFound` if
+    there is no such run."""
+    row = await conn.fetchrow(sql("cli_cancel_run"), run_id, CANCELLED_BY_CLI)
+    if row is not None:
+        return Run.from_row(row)
+    run = await get_run(conn, run_id)
+    if run.state in FINISHED:
+        raise InvalidInput(f"run {run_id} is already {run.state}: there is nothing to cancel")
+    raise InvalidInput(
+        f"run {run_id} is {run.state}: only a scheduled, enqueued, retrying or running run can be cancelled"
+    )
+
+
+async def retry_run(conn: Connection, run_id: int) -> Run:
+    """Record a new manual run with the schedule, actor, args and options of run ``run_id`` (state
+    ``scheduled``: the caller publishes it through the outbox). Works when the schedule was deleted."""
+    row = await conn.fetchrow(sql("cli_retry_run"), run_id)
+    if row is None:
+        raise NotFound(f"no run with id {run_id}: see punchclock runs list")
+    return Run.from_row(row)

@@ -17,6 +17,7 @@ from typing import Any
 from app.cron import validate_cron, validate_timezone
 from app.errors import InvalidInput
 from app.misfire import Misfire, parse_misfire
+from app.notify.targets import parse_target
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 OVERLAP_POLICIES = ("skip", "queue", "allow")
@@ -90,7 +91,8 @@ class Schedule:
                 )
         if self.min_backoff > self.max_backoff:
             raise InvalidInput(f"min_backoff {self.min_backoff} is above max_backoff {self.max_backoff}")
-        return replace(self, cron=cron, misfire=misfire, args=args, notify=tuple(self.notify), after=tuple(self.after))
+        notify = tuple(parse_target(entry).entry for entry in self.notify)
+        return replace(self, cron=cron, misfire=misfire, args=args, notify=notify, after=tuple(self.after))
 
     def message_options(self, schedule_id: int | None) -> dict[str, Any]:
         return message_options(

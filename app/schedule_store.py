@@ -16,6 +16,7 @@ import asyncpg
 
 from app.cron import next_fires
 from app.db.queries import sql
+from app.dependencies import check_dependencies
 from app.errors import InvalidInput, NotFound
 from app.misfire import Misfire
 from app.schedule import Schedule
@@ -107,6 +108,7 @@ async def add_schedule(conn: Connection, schedule: Schedule, *, now: datetime) -
                 f'schedule "{schedule.name}" already exists (source: {existing["source"]}):'
                 " pick another name, or delete it first"
             )
+        await check_dependencies(conn, {schedule.name: schedule.after})
         return await save_schedule(conn, schedule, source="cli", now=now)
 
 
@@ -120,6 +122,7 @@ async def sync_code_schedules(
     if duplicates:
         raise InvalidInput(f"schedules.py declares {', '.join(duplicates)} more than once: names must be unique")
     async with conn.transaction():
+        await check_dependencies(conn, {s.name: s.after for s in validated})
         for schedule in validated:
             await save_schedule(conn, schedule, source="code", now=now)
         orphaned = [row["name"] for row in await conn.fetch(sql("orphan_code_schedules"), names)]
@@ -151,5 +154,26 @@ async def set_paused(conn: Connection, name: str, paused: bool, *, now: datetime
 
 
 async def delete_schedule(conn: Connection, name: str) -> None:
+    dependents = await conn.fetchval(sql("dependents_of"), name)
+    if dependents:
+        raise InvalidInput(
+            f'schedule "{name}" cannot be deleted: {", ".join(dependents)} run after it; change or delete those first'
+        )
     if await conn.fetchval(sql("delete_schedule"), name) is None:
         raise NotFound(f'no schedule named "{name}": see punchclock schedules list')
+
+
+async def insert_backfill_runs(conn: Connection, stored: StoredSchedule, instants: list[datetime]) -> list[int]:
+    """Record one ``backfill`` run of ``stored`` per instant, ids ascending in instant order, with the
+    schedule's args and options; the ids. They are left ``scheduled``, for the outbox to publish."""
+    s = stored.schedule
+    ids = await conn.fetch(
+        sql("cli_insert_backfill_runs"),
+        stored.id,
+        s.name,
+        s.actor,
+        dict(s.args),
+        s.message_options(stored.id),
+        sorted(instants),
+    )
+    return [row["id"] for row in ids]

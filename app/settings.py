@@ -6,6 +6,7 @@ below them receives the object explicitly. The README's settings table lists the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -30,9 +31,16 @@ class Settings:
     db_pool_size: int = 10
     tick_batch: int = 500
     publish_threads: int = 4
+    lock_ttl_seconds: int = 300
     schedules_module: str = "schedules"
     log_level: str = "INFO"
     log_format: str = "text"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = dataclasses.field(default="", repr=False)
+    smtp_from: str = "punchclock@localhost"
+    smtp_starttls: bool = True
 
     @property
     def pgdata(self) -> Path:
@@ -56,6 +64,10 @@ class Settings:
     def check(self) -> None:
         if self.tick_batch < 1:
             raise ConfigurationError(f"PUNCHCLOCK_TICK_BATCH={self.tick_batch}: must be 1 or more (default 500)")
+        if self.lock_ttl_seconds < 3:
+            raise ConfigurationError(
+                f"PUNCHCLOCK_LOCK_TTL_SECONDS={self.lock_ttl_seconds}: must be 3 or more (default 300)"
+            )
         if self.publish_threads < 1:
             raise ConfigurationError(
                 f"PUNCHCLOCK_PUBLISH_THREADS={self.publish_threads}: must be 1 or more (default 4)"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from app.broker import MEMORY_BROKER
-from app.cli import runs, schedules
+from app.cli import runs, schedules, stats
 from app.cli.database import Database, run_with_database
 from app.dev import dev_running
 from app.errors import InvalidInput, NotFound, PunchclockError
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="apply pending database migrations").set_defaults(handler=migrate_command)
     schedules.register(commands.add_parser("schedules", help="add, list, show, pause, trigger … schedules"))
-    runs.register(commands.add_parser("runs", help="the run history"))
+    runs.register(commands.add_parser("runs", help="the run history; cancel or retry a run"))
+    stats.register(commands.add_parser("stats", help="per schedule: runs by state, success rate, p50/p95 duration"))
     commands.add_parser(
         "dev", help="the whole stack in one process: embedded PostgreSQL, in-memory broker, a ticker"
     ).set_defaults(handler=dev_command)

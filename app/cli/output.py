@@ -102,8 +102,10 @@ def schedule_json(stored: StoredSchedule) -> dict[str, Any]:
         "min_backoff": duration(s.min_backoff),
         "max_backoff": duration(s.max_backoff),
         "timeout": duration(s.timeout),
+        "retry_timeouts": s.retry_timeouts,
         "jitter": duration(s.jitter),
         "notify": list(s.notify),
+        "notify_on_recovery": s.notify_on_recovery,
         "after": list(s.after),
         "next_fire_at": None if s.paused else iso(stored.next_fire_at),
         "last_state": stored.last_state,
@@ -145,6 +147,10 @@ def run_json(run: Run) -> dict[str, Any]:
         "error": run.error,
         "output": run.output,
         "trace_id": run.trace_id,
+        "blocked_by": run.blocked_by,
+        "delay_ms": run.delay_ms,
+        "next_attempt_at": iso(run.next_attempt_at),
+        "cancel_requested": run.cancel_requested,
     }
 
 

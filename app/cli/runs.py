@@ -1,4 +1,4 @@
-"""``punchclock runs list`` and ``runs show RUN_ID``: the run history, newest first.
+"""``punchclock runs list``, ``runs show RUN_ID``: the run history, newest first; ``runs cancel``, ``runs retry``.
 
 Times are shown in the zone of the run's schedule; a run whose schedule was deleted is shown in UTC.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 from contextlib import suppress
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,9 +16,22 @@ import asyncpg
 
 from app.cli import output
 from app.cli.database import Database, run_with_database
+from app.cli.trigger import record_and_publish, report
 from app.cron import validate_timezone
 from app.errors import NotFound
-from app.runs import Run, get_run, list_runs, parse_state
+from app.runs import (
+    Run,
+    RunAttempt,
+    RunNotification,
+    RunState,
+    cancel_run,
+    get_run,
+    list_attempts,
+    list_notifications,
+    list_runs,
+    parse_state,
+    retry_run,
+)
 from app.schedule_store import get_schedule
 from app.settings import Settings
 
@@ -39,6 +54,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     show.add_argument("run_id", type=int, metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=show_command)
+
+    cancel = commands.add_parser("cancel", help="stop a run: one not started never starts, a running one is stopped")
+    cancel.add_argument("run_id", type=int, metavar="RUN_ID")
+    cancel.set_defaults(handler=cancel_command)
+
+    retry = commands.add_parser("retry", help="a new manual run with the same schedule, actor, args and options")
+    retry.add_argument("run_id", type=int, metavar="RUN_ID")
+    retry.set_defaults(handler=retry_command)
 
 
 async def _zones(conn: asyncpg.Connection[Any], runs: list[Run]) -> Zones:
@@ -88,16 +111,35 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def show_command(args: argparse.Namespace, settings: Settings) -> int:
-    async def fetch(db: Database) -> tuple[Run, Zones]:
-        run = await get_run(db.conn, args.run_id)
-        return run, await _zones(db.conn, [run])
+@dataclass(frozen=True)
+class RunDetail:
+    run: Run
+    attempts: list[RunAttempt]
+    notifications: list[RunNotification]
+    zone: ZoneInfo | None
 
-    run, zones = run_with_database(settings, fetch)
+
+def show_command(args: argparse.Namespace, settings: Settings) -> int:
+    async def fetch(db: Database) -> RunDetail:
+        run = await get_run(db.conn, args.run_id)
+        return RunDetail(
+            run,
+            await list_attempts(db.conn, run.id),
+            await list_notifications(db.conn, run.id),
+            _zone(run, await _zones(db.conn, [run])),
+        )
+
+    detail = run_with_database(settings, fetch)
+    run, zone = detail.run, detail.zone
     if args.json:
-        output.print_json(output.run_json(run))
+        output.print_json(
+            {
+                **output.run_json(run),
+                "attempt_history": [_attempt_json(a) for a in detail.attempts],
+                "notifications": [_notification_json(n) for n in detail.notifications],
+            }
+        )
         return 0
-    zone = _zone(run, zones)
     output.print_fields(
         (
             ("id", run.id),
@@ -115,6 +157,9 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("finished", output.local_time(run.finished_at, zone)),
             ("start delay", output.duration(output.start_delay(run))),
             ("duration", output.duration(output.run_duration(run))),
+            ("blocked by", None if run.blocked_by is None else f"run {run.blocked_by}"),
+            ("next attempt", output.local_time(run.next_attempt_at, zone)),
+            ("cancel requested", "yes" if run.cancel_requested else "no"),
             ("trace id", run.trace_id),
             ("output", None if run.output is None else output.json_text(run.output)),
         )
@@ -123,6 +168,90 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
         print()
         print("Error")
         print(run.error)
+    if detail.attempts:
+        print()
+        print("Attempts")
+        output.print_table(
+            (
+                (
+                    a.attempt,
+                    a.state,
+                    output.local_time(a.started_at, zone),
+                    _seconds(a.duration_seconds),
+                    output.one_line(a.error, 40),
+                    _seconds(None if a.retry_delay_ms is None else a.retry_delay_ms / 1000),
+                )
+                for a in detail.attempts
+            ),
+            ("#", "STATE", "STARTED", "DURATION", "ERROR", "RETRY DELAY"),
+        )
+    if detail.notifications:
+        print()
+        print("Notifications")
+        output.print_table(
+            ((n.target, n.event, n.state, n.attempts, output.one_line(n.error, 40)) for n in detail.notifications),
+            ("TARGET", "EVENT", "STATE", "ATTEMPTS", "ERROR"),
+        )
+    return 0
+
+
+def _seconds(value: float | None) -> str:
+    return output.NONE if value is None else output.duration(timedelta(seconds=value)) or output.NONE
+
+
+def _attempt_json(attempt: RunAttempt) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "state": attempt.state,
+        "started_at": output.iso(attempt.started_at),
+        "finished_at": output.iso(attempt.finished_at),
+        "duration_seconds": attempt.duration_seconds,
+        "error": attempt.error,
+        "retry_delay_ms": attempt.retry_delay_ms,
+    }
+
+
+def _notification_json(notification: RunNotification) -> dict[str, Any]:
+    return {
+        "target": notification.target,
+        "event": notification.event,
+        "state": notification.state,
+        "attempts": notification.attempts,
+        "error": notification.error,
+        "created_at": output.iso(notification.created_at),
+        "sent_at": output.iso(notification.sent_at),
+    }
+
+
+# cancel / retry -------------------------------------------------------------------------------------------
+
+
+def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
+    async def cancel(db: Database) -> Run:
+        return await cancel_run(db.conn, args.run_id)
+
+    run = run_with_database(settings, cancel)
+    label = f"run {run.id}" + (f' of "{run.schedule_name}"' if run.schedule_name else "")
+    if run.state is RunState.RUNNING:
+        print(f"asked {label} to stop: its worker stops it and marks it cancelled within a heartbeat")
+    else:
+        print(f"cancelled {label}: it will not start")
+    return 0
+
+
+def retry_command(args: argparse.Namespace, settings: Settings) -> int:
+    async def record(db: Database) -> list[int]:
+        return [(await retry_run(db.conn, args.run_id)).id]
+
+    recorded = record_and_publish(settings, record)
+    (run,) = recorded.runs
+    of = f' of "{run.schedule_name}"' if run.schedule_name else ""
+    report(
+        recorded,
+        settings,
+        recorded=f"run {run.id}{of} recorded (manual retry of run {args.run_id}, {run.actor})",
+        done=f"run {run.id}{of} {run.state} (manual retry of run {args.run_id}, {run.actor})",
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from app.cli import output, trigger
+from app.cli import backfill, output, trigger
 from app.cli.arguments import instant, json_object, option
 from app.cli.database import Database, run_with_database
 from app.cli.deployment import code_schedules, registered_actors
@@ -42,13 +42,36 @@ def register(parser: argparse.ArgumentParser) -> None:
     add = commands.add_parser("add", help="create a schedule (stored in the database)")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--actor", required=True, help="the actor to run, e.g. probe")
-    add.add_argument("--cron", required=True, metavar="EXPR", help='5 fields or an alias, e.g. "30 2 * * *", @daily')
+    add.add_argument(
+        "--cron", metavar="EXPR", help='5 fields or an alias, e.g. "30 2 * * *", @daily (optional with --after)'
+    )
     add.add_argument("--tz", metavar="TZ", help="IANA time zone the cron is read in (default UTC)")
     add.add_argument("--args", metavar="JSON", help="keyword arguments of the actor, a JSON object")
     add.add_argument("--misfire", metavar="skip|latest|all", help="what to do with instants missed (default latest)")
     add.add_argument("--catchup-window", metavar="DUR", help="how far back missed instants still fire (default 1h)")
     add.add_argument("--description", metavar="TEXT")
     add.add_argument("--paused", action="store_true", help="create it paused")
+    add.add_argument("--overlap", metavar="skip|queue|allow", help="while a run still holds the lock (default skip)")
+    add.add_argument("--lock-key", metavar="TEMPLATE", help='share one lock across schedules, e.g. "reindex:{kb}"')
+    add.add_argument("--max-retries", type=int, metavar="N", help="retries of a transient failure (default 3)")
+    add.add_argument("--min-backoff", metavar="DUR", help="backoff before the first retry (default 10s)")
+    add.add_argument("--max-backoff", metavar="DUR", help="longest backoff, at most 30m (default 5m)")
+    add.add_argument("--timeout", metavar="DUR", help="a run past it is timed_out; at most 30m (default 25m)")
+    add.add_argument("--jitter", metavar="DUR", help="start each run after a random delay up to this (default 0s)")
+    add.add_argument(
+        "--notify",
+        action="append",
+        metavar="TARGET",
+        help="on final failure or timeout: webhook:URL, slack:URL, feishu:URL, dingtalk:URL, wecom:URL or"
+        " mailto:ADDRESS (repeatable)",
+    )
+    add.add_argument(
+        "--after", action="append", metavar="NAME", help="run when this schedule's run succeeds (repeatable)"
+    )
+    add.add_argument("--retry-timeouts", action="store_true", help="retry an attempt that timed out")
+    add.add_argument(
+        "--notify-on-recovery", action="store_true", help="also notify on the first success after failures"
+    )
     add.set_defaults(handler=add_command)
 
     listing = commands.add_parser("list", help="every schedule, its next fire and its last run")
@@ -83,6 +106,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     sync.set_defaults(handler=sync_command)
 
     trigger.register(commands.add_parser("trigger", help="run a schedule now (a manual run)"))
+    backfill.register(commands.add_parser("backfill", help="one run per cron instant of a range (e.g. the past)"))
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -100,8 +124,19 @@ def add_command(args: argparse.Namespace, settings: Settings) -> int:
         fields["args"] = json_object("--args", args.args)
     if args.misfire is not None:
         fields["misfire"] = option("--misfire", parse_misfire, args.misfire)
-    if args.catchup_window is not None:
-        fields["catchup_window"] = option("--catchup-window", parse_duration, args.catchup_window)
+    for name in ("catchup_window", "min_backoff", "max_backoff", "timeout", "jitter"):
+        text = getattr(args, name)
+        if text is not None:
+            fields[name] = option("--" + name.replace("_", "-"), parse_duration, text)
+    for name in ("overlap", "lock_key", "max_retries"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    fields.update(
+        notify=tuple(args.notify or ()),
+        after=tuple(args.after or ()),
+        retry_timeouts=args.retry_timeouts,
+        notify_on_recovery=args.notify_on_recovery,
+    )
     schedule = Schedule(name=args.name, actor=args.actor, cron=args.cron, **fields).validated(registered_actors())
 
     async def add(db: Database) -> StoredSchedule:
@@ -109,12 +144,20 @@ def add_command(args: argparse.Namespace, settings: Settings) -> int:
 
     stored = run_with_database(settings, add)
     s = stored.schedule
-    print(f'created schedule "{s.name}": {s.actor} at "{s.cron}" ({s.timezone})')
+    print(f'created schedule "{s.name}": {s.actor} {_when(s)}')
     if s.paused:
         print(f"paused: it fires once resumed (punchclock schedules resume {s.name})")
-    else:
+    elif s.cron is not None:
         print(f"next fire: {_both(stored)}")
     return 0
+
+
+def _when(s: Schedule) -> str:
+    """``at "30 2 * * *" (UTC)``, ``after a, b``, or both."""
+    parts = [] if s.cron is None else [f'at "{s.cron}" ({s.timezone})']
+    if s.after:
+        parts.append(f"after {', '.join(s.after)} succeed" + ("s" if len(s.after) == 1 else ""))
+    return " and ".join(parts)
 
 
 def _both(stored: StoredSchedule) -> str:
@@ -144,7 +187,7 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
             (
                 stored.schedule.name,
                 stored.schedule.actor,
-                stored.schedule.cron or output.NONE,
+                stored.schedule.cron or f"after {','.join(stored.schedule.after)}",
                 stored.schedule.timezone,
                 output.status(stored),
                 stored.source,
@@ -196,9 +239,9 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("lock key", s.lock_key),
             ("max retries", s.max_retries),
             ("backoff", f"{output.duration(s.min_backoff)} to {output.duration(s.max_backoff)}"),
-            ("timeout", output.duration(s.timeout)),
+            ("timeout", f"{output.duration(s.timeout)} ({'retried' if s.retry_timeouts else 'not retried'})"),
             ("jitter", output.duration(s.jitter)),
-            ("notify", ", ".join(s.notify)),
+            ("notify", ", ".join(s.notify) + (" (and on recovery)" if s.notify and s.notify_on_recovery else "")),
             ("after", ", ".join(s.after)),
             ("created", output.local_time(stored.created_at, zone)),
             ("updated", output.local_time(stored.updated_at, zone)),

@@ -3,12 +3,14 @@
 The run row is committed before anything is sent, so the outbox guarantees it: if RabbitMQ is down the run
 stays ``scheduled`` and the next tick publishes it (a warning, exit 0). With the in-memory broker of
 ``punchclock dev`` the broker lives in that other process, so this one only records the run and the dev
-ticker publishes it.
+ticker publishes it. ``backfill`` and ``runs retry`` record and publish their runs the same way
+(:func:`record_and_publish`, :func:`report`).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from dramatiq.errors import BrokerError
@@ -21,7 +23,8 @@ from app.clock import publish_unpublished
 from app.db.pool import create_pool
 from app.db.queries import sql
 from app.errors import PunchclockError
-from app.runs import Run, RunState, get_run
+from app.publisher import Publisher
+from app.runs import Run, RunState, get_runs
 from app.schedule_store import get_schedule
 from app.settings import Settings
 
@@ -30,67 +33,118 @@ BROKER_ERRORS = (BrokerError, OSError)
 
 
 @dataclass(frozen=True)
-class Triggered:
-    run: Run
+class Recorded:
+    """The runs a command recorded, as they stand after publishing. ``sent`` is False when they were left for
+    the running ``punchclock dev`` to publish; ``publish_error`` is what stopped publishing (RabbitMQ down)."""
+
+    runs: list[Run]
+    sent: bool
     publish_error: BaseException | None = None
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME")
     parser.add_argument("--args", metavar="JSON", help="keyword arguments for this run (default: the schedule's)")
+    parser.add_argument(
+        "--force", action="store_true", help="run even if a run of the schedule holds its lock (overlap allow)"
+    )
     parser.set_defaults(handler=trigger_command)
 
 
 def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
     override = None if args.args is None else json_object("--args", args.args)
-    publisher = None if settings.broker_url == MEMORY_BROKER else deployment.publisher()
 
-    async def trigger(db: Database) -> Triggered:
+    async def record(db: Database) -> list[int]:
         stored = await get_schedule(db.conn, args.name)
         schedule = stored.schedule
-        row = await db.conn.fetchrow(
+        options = schedule.message_options(stored.id)
+        if args.force:
+            options["overlap"] = "allow"
+        run_id: int = await db.conn.fetchval(
             sql("insert_manual_run"),
             stored.id,
             schedule.name,
             schedule.actor,
             dict(schedule.args) if override is None else override,
-            schedule.message_options(stored.id),
+            options,
         )
-        assert row is not None
-        run = Run.from_row(row)
+        return [run_id]
+
+    recorded = record_and_publish(settings, record)
+    (run,) = recorded.runs
+    kind = "manual, forced" if args.force else "manual"
+    report(
+        recorded,
+        settings,
+        recorded=f'run {run.id} of "{args.name}" recorded ({kind}, {run.actor})',
+        done=f'run {run.id} of "{args.name}" {run.state} ({kind}, {run.actor})',
+    )
+    return 0
+
+
+def record_and_publish(
+    settings: Settings, record: Callable[[Database], Awaitable[list[int]]], *, in_order: bool = False
+) -> Recorded:
+    """Run ``record`` (it inserts runs in state ``scheduled`` and returns their ids), then publish the outbox.
+
+    ``in_order``: send on one thread, so the messages reach the queue in id order (a backfill, oldest first);
+    otherwise the deployment's publisher spreads a large batch over its threads.
+    """
+    publisher = None if settings.broker_url == MEMORY_BROKER else deployment.publisher()
+
+    async def session(db: Database) -> Recorded:
+        run_ids = await record(db)
         if publisher is None:
-            return Triggered(run)
+            return Recorded(await get_runs(db.conn, run_ids), sent=False)
+        sender = Publisher(publisher.broker, threads=1) if in_order else publisher
         pool = await create_pool(db.url, 2)
         try:
-            await publish_unpublished(pool, publisher)
+            await publish_unpublished(pool, sender)
         except BROKER_ERRORS as exc:
-            return Triggered(run, exc)
+            return Recorded(await get_runs(db.conn, run_ids), sent=True, publish_error=exc)
         finally:
             await pool.close()
-        return Triggered(await get_run(db.conn, run.id))
+        return Recorded(await get_runs(db.conn, run_ids), sent=True)
 
     try:
-        triggered = run_with_database(settings, trigger)
+        return run_with_database(settings, session)
     finally:
         if publisher is not None:
             publisher.broker.close()  # the pika connections of this command's publishing threads
-    run = triggered.run
-    recorded = f'run {run.id} of "{args.name}" recorded (manual, {run.actor})'
-    if publisher is None:
-        print(f"{recorded}; the running punchclock dev publishes it within a second")
-    elif triggered.publish_error is not None:
+
+
+def report(result: Recorded, settings: Settings, *, recorded: str, done: str) -> None:
+    """Print ``done`` when every run was published; else ``recorded`` and what happens to the runs now.
+    Runs that failed at once (their actor is not registered here; not retried) raise :class:`PunchclockError`."""
+    if not result.sent:
+        print(f"{recorded}; the running punchclock dev publishes {_them(result.runs)} within a second")
+        return
+    unsent = [run for run in result.runs if run.state is RunState.SCHEDULED]
+    failed = [run for run in result.runs if run.state is RunState.FAILED]
+    if result.publish_error is not None and unsent:
         print(recorded)
+        them = _them(unsent)
+        stays = "it stays" if len(unsent) == 1 else "they stay"
         output.warn(
-            f"could not publish run {run.id}: RabbitMQ unreachable ({_reason(triggered.publish_error)});"
-            " it stays recorded and the next tick publishes it. Check PUNCHCLOCK_BROKER_URL"
+            f"could not publish {_label(unsent)}: RabbitMQ unreachable ({_reason(result.publish_error)});"
+            f" {stays} recorded and the next tick publishes {them}. Check PUNCHCLOCK_BROKER_URL"
             f" ({settings.broker_url.split('@')[-1]})"
         )
-    elif run.state is RunState.FAILED:  # its actor is not registered here: failed at once, not retried
+    elif failed:
         print(recorded)
-        raise PunchclockError(f"run {run.id} failed: {run.error}")
+        raise PunchclockError(f"{_label(failed)} failed: {failed[0].error}")
     else:
-        print(f'run {run.id} of "{args.name}" {run.state} (manual, {run.actor})')
-    return 0
+        print(done)
+
+
+def _label(runs: Sequence[Run]) -> str:
+    if len(runs) == 1:
+        return f"run {runs[0].id}"
+    return f"{len(runs)} runs (ids {runs[0].id} to {runs[-1].id})"
+
+
+def _them(runs: Sequence[Run]) -> str:
+    return "it" if len(runs) == 1 else "them"
 
 
 def _reason(error: BaseException) -> str:

@@ -1,5 +1,3 @@
--- $2 is the run's new state: succeeded, failed or retrying. Only a running run can finish.
-UPDATE runs
-SET state = $2, output = $3, error = $4,
-    finished_at = CASE WHEN $2 = 'retrying' THEN NULL ELSE now() END
-WHERE id = $1 AND state = 'running'
+-- One round trip: the run's state, its attempt row, its lease freed when final (see migration 0003).
+SELECT released_waiting_run, previous_state, notify, notify_on_recovery, has_dependents
+FROM punchclock_finish_run($1, $2, $3, $4, $5)

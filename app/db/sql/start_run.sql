@@ -1,6 +1,2 @@
--- A delivery of a run's message starts an attempt, unless the run is over (a redelivered duplicate).
--- 'running' is allowed: it means the worker that held the message died and the broker redelivered it.
-UPDATE runs
-SET state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now()), error = NULL
-WHERE id = $1 AND state IN ('scheduled', 'enqueued', 'running', 'retrying')
-RETURNING attempts
+-- One round trip: the run's state, its attempt row and its overlap lease (see migration 0003).
+SELECT outcome, attempt, holder FROM punchclock_start_run($1, $2, $3, $4)

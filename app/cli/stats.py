@@ -1,0 +1,80 @@
+"""``punchclock stats [--since DUR] [--json]``: per schedule, how its recent runs went.
+
+For the runs created in the window: how many in each state, the success rate (succeeded over succeeded, failed
+and timed out), p50 / p95 duration, and the last ten durations as a sparkline, oldest to newest. PostgreSQL
+computes the aggregates (``cli_stats.sql``); :mod:`app.stats` turns them into figures and text.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+
+from app.cli import output
+from app.cli.arguments import option
+from app.cli.database import Database, run_with_database
+from app.db.queries import sql
+from app.durations import format_duration, parse_duration
+from app.runs import RunState
+from app.settings import Settings
+from app.stats import ScheduleStats, percent_text, seconds_text, sparkline, stats_json
+
+DEFAULT_SINCE = "24h"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since",
+        default=DEFAULT_SINCE,
+        metavar="DUR",
+        help=f"runs created this long ago or later (default {DEFAULT_SINCE})",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=stats_command)
+
+
+def stats_command(args: argparse.Namespace, settings: Settings) -> int:
+    since = option("--since", parse_duration, args.since)
+
+    async def fetch(db: Database) -> list[ScheduleStats]:
+        return await schedule_stats(db, since)
+
+    stats = run_with_database(settings, fetch)
+    if args.json:
+        output.print_json({"since": format_duration(since), "schedules": [stats_json(s) for s in stats]})
+        return 0
+    if not stats:
+        print(f"no runs in the last {format_duration(since)}")
+        return 0
+    # one column per state that occurs, in the order of the state machine
+    states = [str(state) for state in RunState if any(s.states.get(state) for s in stats)]
+    output.print_table(
+        (
+            (
+                s.schedule or output.NONE,
+                s.runs,
+                *(s.states.get(state, 0) for state in states),
+                percent_text(s.success_rate),
+                seconds_text(s.p50),
+                seconds_text(s.p95),
+                sparkline(s.recent) or output.NONE,
+            )
+            for s in stats
+        ),
+        ("SCHEDULE", "RUNS", *(state.upper() for state in states), "SUCCESS", "P50", "P95", "LAST 10"),
+    )
+    return 0
+
+
+async def schedule_stats(db: Database, since: timedelta) -> list[ScheduleStats]:
+    """Per schedule name, the runs created in the last ``since`` by the database's clock."""
+    return [
+        ScheduleStats(
+            schedule=row["schedule_name"],
+            states=row["states"],
+            p50=row["p50"],
+            p95=row["p95"],
+            recent=list(reversed(row["recent"])),
+        )
+        for row in await db.conn.fetch(sql("cli_stats"), since)
+    ]

@@ -1,0 +1,1 @@
+SELECT punchclock_release_expired_locks()
