@@ -9,6 +9,9 @@
 3. fails on its first ``fail_times`` attempts: transiently (``ProbeFailure``, retried) or, with
    ``permanent=True``, with a ``PermanentError`` that fails the run at once;
 4. returns ``output`` as the run's output.
+
+As a dependent schedule (``after=[...]``) it receives its upstream runs' outputs as ``upstream`` and, when it
+has no ``output`` of its own, passes them on as its output.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def probe(
     output: Any = None,
     url: str | None = None,
     permanent: bool = False,
+    upstream: dict[str, Any] | None = None,
 ) -> Any:
     message = CurrentMessage.get_current_message()
     attempt = 1 + (message.options.get("retries", 0) if message is not None else 0)
@@ -47,4 +51,4 @@ def probe(
     if attempt <= int(fail_times):
         failure = PermanentError if permanent else ProbeFailure
         raise failure(f"probe failing on purpose: attempt {attempt} of the first {fail_times}")
-    return output
+    return upstream if output is None and upstream is not None else output

@@ -28,6 +28,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 from dramatiq.errors import Retry
 from dramatiq.middleware import TimeLimitExceeded
+from dramatiq.threading import Interrupt
 
 from app.errors import ConfigurationError, InvalidInput, PunchclockError
 
@@ -37,6 +38,11 @@ MAX_RETRY_DELAY_MS = 25 * 60_000
 # 2**32 × any minimum backoff is past every cap; bounding the exponent keeps the arithmetic small.
 _MAX_EXPONENT = 32
 _DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+class RunCancelled(Interrupt):
+    """Raised inside an actor whose run ``punchclock runs cancel`` stopped. An Interrupt (a BaseException, like
+    Dramatiq's TimeLimitExceeded), so an actor's own ``except Exception`` cannot swallow it; never retried."""
 
 
 class PermanentError(PunchclockError):
@@ -84,6 +90,8 @@ def classify(exc: BaseException, *, retry_timeouts: bool, now: datetime | None =
     """Transient or permanent, per the table in the module docstring. ``now`` (aware) anchors a Retry-After
     HTTP date when the response carries no Date header."""
     name = type(exc).__name__
+    if isinstance(exc, RunCancelled):
+        return Verdict(False, None, f"{name}: cancelled")
     if isinstance(exc, TransientError):
         return Verdict(True, exc.retry_after, name)
     if isinstance(exc, Retry):

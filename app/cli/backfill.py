@@ -45,8 +45,7 @@ def backfill_command(args: argparse.Namespace, settings: Settings) -> int:
         s = stored.schedule
         if s.cron is None:
             raise InvalidInput(
-                f'schedule "{s.name}" has no cron (it runs after {", ".join(s.after)}): there are no instants to'
-                " backfill; backfill its upstream schedules instead"
+                f'schedule "{s.name}" has no cron (it runs after {", ".join(s.after)}): it has no instants to backfill'
             )
         zone = validate_timezone(s.timezone)
         start, end = instant("--from", args.start, zone), instant("--to", args.end, zone)

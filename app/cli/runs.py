@@ -159,7 +159,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("duration", output.duration(output.run_duration(run))),
             ("blocked by", None if run.blocked_by is None else f"run {run.blocked_by}"),
             ("next attempt", output.local_time(run.next_attempt_at, zone)),
-            ("cancel requested", "yes" if run.cancel_requested else "no"),
+            ("cancel", "requested" if run.cancel_requested and run.state is RunState.RUNNING else None),
             ("trace id", run.trace_id),
             ("output", None if run.output is None else output.json_text(run.output)),
         )
@@ -177,9 +177,10 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
                     a.attempt,
                     a.state,
                     output.local_time(a.started_at, zone),
-                    _seconds(a.duration_seconds),
+                    output.duration(None if a.finished_at is None else a.finished_at - a.started_at) or output.NONE,
                     output.one_line(a.error, 40),
-                    _seconds(None if a.retry_delay_ms is None else a.retry_delay_ms / 1000),
+                    output.duration(None if a.retry_delay_ms is None else timedelta(milliseconds=a.retry_delay_ms))
+                    or output.NONE,
                 )
                 for a in detail.attempts
             ),
@@ -193,10 +194,6 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("TARGET", "EVENT", "STATE", "ATTEMPTS", "ERROR"),
         )
     return 0
-
-
-def _seconds(value: float | None) -> str:
-    return output.NONE if value is None else output.duration(timedelta(seconds=value)) or output.NONE
 
 
 def _attempt_json(attempt: RunAttempt) -> dict[str, Any]:

@@ -120,7 +120,9 @@ def report(result: Recorded, settings: Settings, *, recorded: str, done: str) ->
         print(f"{recorded}; the running punchclock dev publishes {_them(result.runs)} within a second")
         return
     unsent = [run for run in result.runs if run.state is RunState.SCHEDULED]
-    failed = [run for run in result.runs if run.state is RunState.FAILED]
+    # Failed without ever being published: the actor is unknown here. (A run a fast worker already ran and
+    # failed was published: that is the run's own outcome, not this command's.)
+    failed = [run for run in result.runs if run.state is RunState.FAILED and run.enqueued_at is None]
     if result.publish_error is not None and unsent:
         print(recorded)
         them = _them(unsent)

@@ -15,17 +15,13 @@ import threading
 from datetime import timedelta
 
 import dramatiq
-from dramatiq.threading import Interrupt, raise_thread_exception
+from dramatiq.threading import raise_thread_exception
 
 from app.db.queries import sql
 from app.middleware.database import DatabasePool
+from app.transient import RunCancelled
 
 logger = logging.getLogger(__name__)
-
-
-class RunCancelled(Interrupt):
-    """Raised inside an actor whose run was cancelled. An Interrupt (a BaseException), so an actor's own
-    ``except Exception`` cannot swallow it; never retried."""
 
 
 class RunHeartbeat(dramatiq.Middleware):

@@ -10,8 +10,9 @@ Options, message first, then actor, then the constructor's default: ``max_retrie
 
 What it leaves on ``message.options`` for the middleware above it (``RunLifecycle``) and the dead letter:
 
-- ``retries``: retries scheduled so far (Dramatiq's key; the attempt number is ``retries + 1``);
-- ``retry_delay_ms``: the delay of the retry this attempt scheduled; removed when the message fails;
+- ``retries``: retries scheduled so far, one this attempt scheduled included (Dramatiq's key; an attempt
+  starts as number ``retries + 1``);
+- ``retry_delay_ms``: the delay (ms) of the retry this attempt scheduled; absent on any other outcome;
 - ``traceback``: the failed attempt's traceback, as Dramatiq stores it;
 - ``failure_reason``: set when the message fails: ``"permanent: HTTPStatusError 404 Not Found"`` or
   ``"retries exhausted after 3: HTTPStatusError 503 Service Unavailable"``.
@@ -65,6 +66,7 @@ class Retries(dramatiq.Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        message.options.pop("retry_delay_ms", None)  # the previous attempt's
         if exception is None:
             return
         actor = broker.actors.get(message.actor_name)
@@ -94,15 +96,20 @@ class Retries(dramatiq.Middleware):
                 int(option("max_backoff", self.max_backoff)),
                 self._rng.random(),
             )
-            self._retry(broker, message, verdict, delay, max_retries)
+            self._retry(broker, message, verdict, delay, retries + 1, max_retries)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """A skipped message (a finished run's redelivery, an overlap skip) is neither retried nor failed."""
 
     def _retry(
-        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, verdict: Verdict, delay: int, max_retries: int
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        verdict: Verdict,
+        delay: int,
+        retries: int,
+        max_retries: int,
     ) -> None:
-        retries = int(message.options.get("retries", 0)) + 1
         message.options["retries"] = retries
         message.options["retry_delay_ms"] = delay
         try:
@@ -111,6 +118,7 @@ class Retries(dramatiq.Middleware):
         except Exception as exc:
             # Acknowledging now would lose the run: dead-letter it instead, with the reason.
             message.options["retries"] = retries - 1
+            del message.options["retry_delay_ms"]
             _fail(message, f"retry not scheduled: {type(exc).__name__}", "run_retry_unschedulable")
             return
         logger.info(
@@ -131,7 +139,6 @@ class Retries(dramatiq.Middleware):
 def _fail(message: dramatiq.MessageProxy, reason: str, action: str) -> None:
     message.fail()
     message.options["failure_reason"] = reason
-    message.options.pop("retry_delay_ms", None)
     logger.warning(
         "run failed",
         extra={

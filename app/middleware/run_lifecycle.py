@@ -24,9 +24,9 @@ from dramatiq.middleware.middleware import MiddlewareError
 from app.dependencies import fire_dependents
 from app.errors import InvalidInput
 from app.middleware.database import DatabasePool
-from app.middleware.heartbeat import RunCancelled
 from app.overlap import resolve_lease
 from app.runs import FinishOutcome, RunState, fail_unstartable, finish_attempt, start_run
+from app.transient import RunCancelled
 
 if TYPE_CHECKING:
     from app.db.pool import Pool

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from app.errors import NotFound
 from app.notify.delivery_error import DeliveryError
 from app.notify.email import send_mail
 from app.notify.store import Notification, load_notification, mark_failed, mark_sent
@@ -47,8 +48,12 @@ async def deliver(
     wait: WaitBaseT = BACKOFF,
 ) -> None:
     """Send notification ``notification_id`` and record the outcome. ``wait``: tenacity's wait between attempts
-    (tests pass ``wait_none()``). Raises only :class:`~app.errors.NotFound` or database errors."""
-    notification = await load_notification(pool, notification_id)
+    (tests pass ``wait_none()``). Raises only database errors."""
+    try:
+        notification = await load_notification(pool, notification_id)
+    except NotFound as exc:  # its run was deleted: nothing to send, nothing to retry
+        logger.warning(str(exc), extra={"action": "notification_missing", "notification_id": notification_id})
+        return
     if notification.state != "pending":
         return
     attempts = 0

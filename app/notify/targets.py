@@ -62,7 +62,8 @@ class Target:
             return text
         text = text.replace(self.address, mask_url(self.address))
         parts = urlsplit(self.address)
-        secrets = [parts.path, parts.query, parts.password or "", *(value for _, value in parse_qsl(parts.query))]
+        secrets = [parts.path, parts.query, parts.fragment, parts.password or ""]
+        secrets += [value for _, value in parse_qsl(parts.query)]
         for secret in sorted(secrets, key=len, reverse=True):
             if len(secret) > 1:
                 text = text.replace(secret, MASK)
@@ -89,7 +90,7 @@ def parse_target(entry: str) -> Target:
     kind_text, sep, rest = entry.strip().partition(":")
     rest = rest.strip()
     # the entry as shown in errors: a mistyped kind must not print a valid webhook URL into a log
-    shown = f"{kind_text}:{mask_url(rest)}" if rest.startswith(("http://", "https://")) else entry
+    shown = f"{kind_text}:{_masked_or_hidden(rest)}" if rest.startswith(("http://", "https://")) else entry
     try:
         kind = TargetKind(kind_text.strip().lower())
     except ValueError:
@@ -112,3 +113,10 @@ def parse_target(entry: str) -> Target:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in rest:
         raise InvalidInput(f'invalid notify target "{shown}": {kind} needs an http(s) URL; use {ACCEPTED_FORMS}')
     return Target(kind, rest)
+
+
+def _masked_or_hidden(url: str) -> str:
+    try:
+        return mask_url(url)
+    except ValueError:  # not even splittable (a bad IPv6 literal): show nothing of it
+        return MASK

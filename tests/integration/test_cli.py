@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +188,17 @@ async def test_next_rejects_a_bad_after(
         (["--args", "{seconds: 1}"], "invalid --args '{seconds: 1}': not JSON"),
         (["--args", "[1, 2]"], "invalid --args '[1, 2]': it is an array, not a JSON object"),
         (["--args", '"text"'], "invalid --args '\"text\"': it is a string, not a JSON object"),
+        (["--overlap", "maybe"], 'invalid overlap "maybe": use one of skip, queue, allow'),
+        (["--max-retries", "-1"], "invalid max_retries -1: must be 0 or more"),
+        (["--min-backoff", "soon"], '--min-backoff: invalid duration "soon": use a number with a unit'),
+        (["--max-backoff", "5 min"], '--max-backoff: invalid duration "5 min": use a number with a unit'),
+        (["--timeout", "1.5h"], '--timeout: invalid duration "1.5h": use a number with a unit'),
+        (["--jitter", "10x"], '--jitter: invalid duration "10x": use a number with a unit'),
+        (["--timeout", "0s"], 'invalid timeout 0:00:00 for schedule "bad": must be above 0 and at most 30m'),
+        (["--timeout", "31m"], 'invalid timeout 0:31:00 for schedule "bad": must be above 0 and at most 30m'),
+        (["--max-backoff", "1h"], 'invalid max_backoff 1:00:00 for schedule "bad": must be above 0 and at most 30m'),
+        (["--min-backoff", "2m", "--max-backoff", "1m"], "min_backoff 0:02:00 is above max_backoff 0:01:00"),
+        (["--cron", ""], 'schedule "bad" needs a cron expression (or upstream schedules in after)'),
     ],
 )
 async def test_add_rejects_bad_input(
@@ -203,7 +215,8 @@ async def test_add_rejects_bad_input(
             values[flag] = value
         else:
             extra += [flag, value]
-    argv = ["schedules", "add", "bad", "--actor", values["--actor"], "--cron", values["--cron"], *extra]
+    cron = ["--cron", values["--cron"]] if values["--cron"] else []
+    argv = ["schedules", "add", "bad", "--actor", values["--actor"], *cron, *extra]
 
     assert await cli(*argv) == 2
     captured = capsys.readouterr()
@@ -211,6 +224,95 @@ async def test_add_rejects_bad_input(
     assert captured.err.startswith(f"punchclock: error: {message}"), captured.err
     assert captured.err.count("\n") == 1
     assert await schedule_count(pool) == 0
+
+
+async def test_add_worker_side_options_round_trip(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly()
+    capsys.readouterr()
+    options = [
+        "--overlap", "queue",
+        "--lock-key", "reindex:{kb}",
+        "--max-retries", "5",
+        "--min-backoff", "2s",
+        "--max-backoff", "1m30s",
+        "--timeout", "30m",
+        "--jitter", "45s",
+        "--notify", "webhook:https://hooks.example.com/punchclock",
+        "--notify", "mailto:ops@example.com",
+        "--after", "nightly",
+        "--retry-timeouts",
+        "--notify-on-recovery",
+    ]  # fmt: skip
+    assert await cli("schedules", "add", "report", "--actor", "probe", "--args", '{"kb": "docs"}', *options) == 0
+    out = capsys.readouterr().out
+    assert out == 'created schedule "report": probe after nightly succeeds\n'
+
+    row = await pool.fetchrow("SELECT * FROM schedules WHERE name = 'report'")
+    assert row is not None
+    assert dict(row) == {
+        **dict(row),
+        "cron": None,
+        "next_fire_at": None,
+        "overlap": "queue",
+        "lock_key": "reindex:{kb}",
+        "max_retries": 5,
+        "min_backoff": timedelta(seconds=2),
+        "max_backoff": timedelta(seconds=90),
+        "timeout": timedelta(minutes=30),
+        "jitter": timedelta(seconds=45),
+        "notify": ["webhook:https://hooks.example.com/punchclock", "mailto:ops@example.com"],
+        "after": ["nightly"],
+        "retry_timeouts": True,
+        "notify_on_recovery": True,
+    }
+
+    assert await cli("schedules", "show", "report", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == {
+        **shown,
+        "cron": None,
+        "next_fire_at": None,
+        "next_fires": [],
+        "overlap": "queue",
+        "lock_key": "reindex:{kb}",
+        "max_retries": 5,
+        "min_backoff": "2s",
+        "max_backoff": "1m30s",
+        "timeout": "30m",
+        "retry_timeouts": True,
+        "jitter": "45s",
+        "notify": ["webhook:https://hooks.example.com/punchclock", "mailto:ops@example.com"],
+        "notify_on_recovery": True,
+        "after": ["nightly"],
+    }
+    assert await cli("schedules", "list", "--json") == 0
+    listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)}
+    assert {key: value for key, value in listed["report"].items() if key in shown} == {
+        key: value for key, value in shown.items() if key in listed["report"]
+    }
+    assert (listed["nightly"]["overlap"], listed["nightly"]["retry_timeouts"], listed["nightly"]["notify"]) == (
+        "skip",
+        False,
+        [],
+    )
+
+    assert await cli("schedules", "show", "report") == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "overlap:      queue",
+        "lock key:     reindex:{kb}",
+        "max retries:  5",
+        "backoff:      2s to 1m30s",
+        "timeout:      30m (retried)",
+        "jitter:       45s",
+        "notify:       webhook:https://hooks.example.com/punchclock, mailto:ops@example.com (and on recovery)",
+        "after:        nightly",
+    ):
+        assert expected in out, out
+    assert await cli("schedules", "list") == 0
+    assert capsys.readouterr().out.splitlines()[3].split()[:4] == ["report", "probe", "after", "nightly"]
 
 
 async def test_add_refuses_a_duplicate_name(
@@ -231,6 +333,8 @@ async def test_add_refuses_a_duplicate_name(
 async def test_usage_errors_exit_2(punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert await cli("schedules", "add", "x", "--cron", "* * * * *") == 2
     assert "the following arguments are required: --actor" in capsys.readouterr().err
+    assert await cli("schedules", "add", "x", "--actor", "probe", "--cron", "* * * * *", "--max-retries", "three") == 2
+    assert "argument --max-retries: invalid int value: 'three'" in capsys.readouterr().err
     assert await cli("schedules", "next", "x", "-n", "0") == 2
     assert "invalid -n 0: must be 1-1000" in capsys.readouterr().err
     assert await cli("--help") == 0
@@ -358,6 +462,26 @@ async def test_trigger_publishes_a_manual_run(
     assert "invalid --args '[]': it is an array" in capsys.readouterr().err
     assert await cli("schedules", "trigger", "missing") == 2
     assert await pool.fetchval("SELECT count(*) FROM runs") == 2
+
+
+async def test_trigger_force_allows_overlap(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly("--overlap", "queue")
+    await asyncio.to_thread(purge_queue, QUEUE)
+    capsys.readouterr()
+
+    assert await cli("schedules", "trigger", "nightly", "--force") == 0
+    out = capsys.readouterr().out
+    forced = run_id_printed(out)
+    assert out == f'run {forced} of "nightly" enqueued (manual, forced, probe)\n'
+    assert await cli("schedules", "trigger", "nightly") == 0
+    plain = run_id_printed(capsys.readouterr().out)
+
+    overlap = dict(await pool.fetch("SELECT id, options->>'overlap' FROM runs"))
+    assert overlap == {forced: "allow", plain: "queue"}
+    messages = await asyncio.to_thread(take_messages, QUEUE)
+    assert {m["options"]["run_id"]: m["options"]["overlap"] for m in messages} == {forced: "allow", plain: "queue"}
 
 
 async def test_runs_list_and_show(

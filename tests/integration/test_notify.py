@@ -287,3 +287,22 @@ async def test_an_entry_removed_from_the_schedule_fails_saying_so(
     row = await pool.fetchrow("SELECT state, error FROM notifications WHERE id = $1", notification_id)
     assert row["state"] == "failed"
     assert row["error"] == f'webhook:{receiver.base}/***: no longer a notify target of schedule "nightly-report"'
+
+    await pool.execute("DELETE FROM runs")  # its notifications go with it: a late message for one does nothing
+    await deliver(pool, notification_id, settings=Settings(), http=http, wait=wait_none())
+
+
+async def test_no_login_in_clear_when_starttls_is_wanted(
+    pool: asyncpg.Pool[Any], mailbox: tuple[Mailbox, int], http: httpx.AsyncClient
+) -> None:
+    box, port = mailbox  # aiosmtpd without a TLS context does not offer STARTTLS
+    run_id = await failed_run(pool, ["mailto:ops@example.com"])
+    [notification_id] = await create_notifications(pool, run_id, "failure", ["mailto:ops@example.com"])
+    settings = Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_user="punchclock", smtp_password="hunter2-pw")
+
+    await deliver(pool, notification_id, settings=settings, http=http, wait=wait_none())
+
+    assert box.messages == []
+    row = await pool.fetchrow("SELECT state, attempts, error FROM notifications WHERE id = $1", notification_id)
+    assert (row["state"], row["attempts"]) == ("failed", 1)
+    assert "does not offer STARTTLS" in row["error"] and "hunter2-pw" not in row["error"]

@@ -126,6 +126,8 @@ def test_mailto_recipients() -> None:
         ("slack:ftp://example.com/x", "slack needs an http(s) URL"),
         ("webhook:not a url", "webhook needs an http(s) URL"),
         ("webhook:http://host:99999/x", "webhook needs an http(s) URL"),
+        ("webhook:http://[::1/x", "webhook needs an http(s) URL"),
+        ("slak:http://[::1/secret", 'invalid notify target "slak:***": use one of'),
         ("mailto:nobody", '"nobody" is not a mail address'),
         ("mailto:a@b.co,", '"" is not a mail address'),
         ("", "use one of"),

@@ -42,7 +42,16 @@ def test_success_rate_is_none_without_a_counted_run(states: dict[str, int]) -> N
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "-"), (0, "0s"), (1.5, "1.5s"), (2.0, "2s"), (59.94, "59.9s"), (59.96, "1m"), (125.4, "2m5s"), (3600, "1h")],
+    [
+        (None, "-"),
+        (0, "0s"),
+        (1.5, "1.5s"),
+        (2.0, "2s"),
+        (59.94, "59.9s"),
+        (59.96, "1m"),
+        (125.4, "2m5s"),
+        (3600, "1h"),
+    ],
 )
 def test_seconds_text(seconds: float | None, text: str) -> None:
     assert seconds_text(seconds) == text

@@ -9,21 +9,37 @@ CREATE INDEX schedules_after ON schedules USING gin (after);
 --   'over'     the run is finished, cancelled or unknown: a redelivered or stale message, drop it
 --   'skipped'  another live run holds the lease (policy 'skip', or 'queue' with its one waiting slot taken)
 --   'queued'   policy 'queue': this run waits in the lease's slot and is re-published when the lease frees
---   'wait'     a backfill run finds the lease held: it is not skipped, the caller re-sends it later
+--   'wait'     a backfill run finds the lease held or an earlier instant of its backfill pending: it is not
+--              skipped, the caller re-sends it a little later (holder: the run it waits for)
 -- holder: the run holding the lease when it was not ours.
 CREATE FUNCTION punchclock_start_run(p_run_id bigint, p_lock_key text, p_policy text, p_ttl interval)
 RETURNS TABLE (outcome text, attempt integer, holder bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_trigger text;
+    v_schedule_id bigint;
+    v_scheduled_for timestamptz;
+    v_earlier bigint;
+    v_attempt integer;
     v_lock run_locks%ROWTYPE;
 BEGIN
-    SELECT r.trigger INTO v_trigger FROM runs r
+    SELECT r.trigger, r.schedule_id, r.scheduled_for INTO v_trigger, v_schedule_id, v_scheduled_for FROM runs r
     WHERE r.id = p_run_id AND r.state IN ('scheduled', 'enqueued', 'running', 'retrying')
     FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'over'::text, NULL::integer, NULL::bigint;
         RETURN;
+    END IF;
+    -- A backfill runs its instants in order: one waits while an earlier instant of the same backfill is pending.
+    IF v_trigger = 'backfill' THEN
+        SELECT r.id INTO v_earlier FROM runs r
+        WHERE r.schedule_id = v_schedule_id AND r.trigger = 'backfill' AND r.scheduled_for < v_scheduled_for
+          AND r.state IN ('scheduled', 'enqueued', 'running', 'retrying')
+        ORDER BY r.scheduled_for LIMIT 1;
+        IF FOUND THEN
+            RETURN QUERY SELECT 'wait'::text, NULL::integer, v_earlier;
+            RETURN;
+        END IF;
     END IF;
 
     IF p_lock_key IS NOT NULL THEN
@@ -57,11 +73,11 @@ BEGIN
     UPDATE runs SET state = 'running', attempts = runs.attempts + 1, started_at = coalesce(started_at, now()),
                     error = NULL, next_attempt_at = NULL
     WHERE id = p_run_id
-    RETURNING runs.attempts INTO attempt;
-    INSERT INTO run_attempts (run_id, attempt) VALUES (p_run_id, attempt)
-    ON CONFLICT (run_id, attempt) DO UPDATE SET started_at = now(), finished_at = NULL, state = 'running',
-                                                error = NULL, retry_delay_ms = NULL;
-    RETURN QUERY SELECT 'started'::text, attempt, NULL::bigint;
+    RETURNING runs.attempts INTO v_attempt;
+    INSERT INTO run_attempts AS a (run_id, attempt) VALUES (p_run_id, v_attempt)
+    ON CONFLICT ON CONSTRAINT run_attempts_pkey
+    DO UPDATE SET started_at = now(), finished_at = NULL, state = 'running', error = NULL, retry_delay_ms = NULL;
+    RETURN QUERY SELECT 'started'::text, v_attempt, NULL::bigint;
 END;
 $$;
 

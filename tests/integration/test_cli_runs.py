@@ -1,0 +1,436 @@
+"""``schedules backfill``, ``runs cancel``, ``runs retry``, ``runs show``'s attempts and notifications, and
+``punchclock stats``, against the real PostgreSQL (a fresh database per test) and the real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import pytest
+
+from tests.conftest import drain_queue
+from tests.integration.test_cli import QUEUE, cli, run_id_printed, wiring
+
+if TYPE_CHECKING:
+    Pool = asyncpg.Pool[Any]
+
+__all__ = ["wiring"]  # the module fixture that imports app.actors with the tests' settings
+
+
+async def add_hourly(*extra: str) -> None:
+    assert await cli("schedules", "add", "hourly", "--actor", "probe", "--cron", "0 * * * *", *extra) == 0
+
+
+async def run_count(pool: Pool) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM runs")
+    return count
+
+
+async def insert_run(pool: Pool, state: str, **columns: Any) -> int:
+    """A run of the schedule "hourly" in ``state``, with any other columns given."""
+    names = ["state", *columns]
+    values = [state, *columns.values()]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    run_id: int = await pool.fetchval(
+        f"INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, {', '.join(names)})"
+        f" SELECT id, name, actor, now(), 'cron', {placeholders} FROM schedules WHERE name = 'hourly' RETURNING id",
+        *values,
+    )
+    return run_id
+
+
+# backfill -------------------------------------------------------------------------------------------------
+
+
+async def test_backfill_makes_one_run_per_instant_in_order(
+    punchclock_env: dict[str, str], pool: Pool, clean_queues: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly("--args", '{"seconds": 0}', "--max-retries", "1")
+    capsys.readouterr()
+
+    code = await cli("schedules", "backfill", "hourly", "--from", "2026-03-01T00:00", "--to", "2026-03-01T05:00Z")
+    assert code == 0
+    rows = await pool.fetch("SELECT * FROM runs ORDER BY id")
+    ids = [row["id"] for row in rows]
+    assert capsys.readouterr().out == (
+        f'6 backfill runs of "hourly" (probe, ids {ids[0]} to {ids[-1]}) enqueued:'
+        " first 2026-03-01T00:00:00+00:00, last 2026-03-01T05:00:00+00:00\n"
+    )
+    hours = [datetime(2026, 3, 1, hour, tzinfo=UTC) for hour in range(6)]
+    assert [row["scheduled_for"] for row in rows] == hours
+    assert {(row["trigger"], row["state"]) for row in rows} == {("backfill", "enqueued")}
+    assert all(row["args"] == {"seconds": 0} for row in rows)
+    assert all(row["options"]["max_retries"] == 1 and row["options"]["overlap"] == "skip" for row in rows)
+
+    messages = await asyncio.to_thread(drain_queue, clean_queues, QUEUE)
+    assert [m["options"]["run_id"] for m in messages] == ids
+    assert {m["actor_name"] for m in messages} == {"probe"}
+    assert all(m["kwargs"] == {"seconds": 0} and m["options"]["max_retries"] == 1 for m in messages)
+
+
+async def test_backfill_reads_naive_times_in_the_schedule_zone(
+    punchclock_env: dict[str, str], pool: Pool, clean_queues: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New York's spring-forward night: 02:00 does not exist, so 00:00-04:00 local has four hourly instants."""
+    await add_hourly("--tz", "America/New_York")
+    capsys.readouterr()
+
+    assert await cli("schedules", "backfill", "hourly", "--from", "2026-03-08T00:00", "--to", "2026-03-08T04:00") == 0
+    assert capsys.readouterr().out.endswith("first 2026-03-08T00:00:00-05:00, last 2026-03-08T04:00:00-04:00\n")
+    instants = [row["scheduled_for"] for row in await pool.fetch("SELECT scheduled_for FROM runs ORDER BY id")]
+    assert instants == [datetime(2026, 3, 8, hour, tzinfo=UTC) for hour in (5, 6, 7, 8)]
+
+
+async def test_backfill_over_1000_instants_needs_yes(
+    punchclock_env: dict[str, str], pool: Pool, clean_queues: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()
+    capsys.readouterr()
+    span = ("--from", "2026-01-01T00:00Z", "--to", "2026-02-12T16:00Z")  # 42 days and 17 hours: 1,025 instants
+
+    assert await cli("schedules", "backfill", "hourly", *span) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        'punchclock: error: backfill of "hourly" from 2026-01-01T00:00:00+00:00 to 2026-02-12T16:00:00+00:00 would'
+        " make 1,025 runs, more than 1,000: pass --yes to make them all, or narrow --from/--to\n"
+    )
+    assert await run_count(pool) == 0
+
+    assert await cli("schedules", "backfill", "hourly", *span, "--yes") == 0
+    assert capsys.readouterr().out.startswith('1025 backfill runs of "hourly"')
+    assert await pool.fetchval("SELECT count(*) FROM runs WHERE trigger = 'backfill' AND state = 'enqueued'") == 1025
+    messages = await asyncio.to_thread(drain_queue, clean_queues, QUEUE)
+    ids = [row["id"] for row in await pool.fetch("SELECT id FROM runs ORDER BY scheduled_for")]
+    assert [m["options"]["run_id"] for m in messages] == ids == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("span", "message"),
+    [
+        (
+            ("2026-03-01T00:10Z", "2026-03-01T00:50Z"),
+            'schedule "hourly" ("0 * * * *", UTC) has no instant from 2026-03-01T00:10:00+00:00 to'
+            " 2026-03-01T00:50:00+00:00: nothing to backfill; widen --from/--to",
+        ),
+        (("2026-03-02T00:00", "2026-03-01T00:00"), "--from 2026-03-02T00:00 is after --to 2026-03-01T00:00: swap them"),
+        (("yesterday", "2026-03-01T00:00"), "invalid --from 'yesterday': use ISO 8601"),
+    ],
+)
+async def test_backfill_refuses_an_empty_or_bad_range(
+    punchclock_env: dict[str, str],
+    pool: Pool,
+    capsys: pytest.CaptureFixture[str],
+    span: tuple[str, str],
+    message: str,
+) -> None:
+    await add_hourly()
+    capsys.readouterr()
+    assert await cli("schedules", "backfill", "hourly", "--from", span[0], "--to", span[1]) == 2
+    assert capsys.readouterr().err.startswith(f"punchclock: error: {message}")
+    assert await run_count(pool) == 0
+
+
+async def test_backfill_of_a_schedule_without_cron(
+    punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()
+    assert await cli("schedules", "add", "after-hourly", "--actor", "probe", "--after", "hourly") == 0
+    capsys.readouterr()
+    code = await cli("schedules", "backfill", "after-hourly", "--from", "2026-03-01T00:00", "--to", "2026-03-02T00:00")
+    assert code == 2
+    assert 'schedule "after-hourly" has no cron (it runs after hourly)' in capsys.readouterr().err
+
+
+# cancel ---------------------------------------------------------------------------------------------------
+
+
+async def test_cancel_a_run_not_started(
+    punchclock_env: dict[str, str], pool: Pool, clean_queues: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()
+    assert await cli("schedules", "trigger", "hourly") == 0
+    queued = run_id_printed(capsys.readouterr().out)
+    scheduled = await insert_run(pool, "scheduled")
+    retrying = await insert_run(pool, "retrying", next_attempt_at=datetime.now(UTC) + timedelta(minutes=1))
+
+    for run_id in (queued, scheduled, retrying):
+        assert await cli("runs", "cancel", str(run_id)) == 0
+        assert capsys.readouterr().out == f'cancelled run {run_id} of "hourly": it will not start\n'
+    rows = await pool.fetch("SELECT * FROM runs ORDER BY id")
+    assert [row["id"] for row in rows] == [queued, scheduled, retrying]
+    for row in rows:
+        assert (row["state"], row["error"], row["next_attempt_at"]) == (
+            "cancelled",
+            "cancelled by punchclock runs cancel",
+            None,
+        )
+        assert row["finished_at"] is not None
+
+    assert await cli("runs", "cancel", str(queued)) == 2
+    assert capsys.readouterr().err == (
+        f"punchclock: error: run {queued} is already cancelled: there is nothing to cancel\n"
+    )
+
+
+async def test_cancel_a_running_run_asks_it_to_stop(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()
+    running = await insert_run(pool, "running", started_at=datetime.now(UTC), attempts=1)
+    capsys.readouterr()
+
+    assert await cli("runs", "cancel", str(running)) == 0
+    assert capsys.readouterr().out == (
+        f'asked run {running} of "hourly" to stop: its worker stops it and marks it cancelled within a heartbeat\n'
+    )
+    row = await pool.fetchrow("SELECT state, cancel_requested, finished_at, error FROM runs WHERE id = $1", running)
+    assert row is not None
+    assert tuple(row) == ("running", True, None, None)
+    assert await cli("runs", "show", str(running)) == 0
+    assert "cancel:         requested\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("state", ["succeeded", "failed", "timed_out", "skipped", "missed"])
+async def test_cancel_a_finished_run_is_refused(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str], state: str
+) -> None:
+    await add_hourly()
+    run_id = await insert_run(pool, state, finished_at=datetime.now(UTC))
+    before = await pool.fetchrow("SELECT * FROM runs")
+    capsys.readouterr()
+
+    assert await cli("runs", "cancel", str(run_id)) == 2
+    assert capsys.readouterr().err == (
+        f"punchclock: error: run {run_id} is already {state}: there is nothing to cancel\n"
+    )
+    assert await pool.fetchrow("SELECT * FROM runs") == before
+    assert await cli("runs", "cancel", "999999") == 2
+    assert capsys.readouterr().err == "punchclock: error: no run with id 999999: see punchclock runs list\n"
+
+
+# retry ----------------------------------------------------------------------------------------------------
+
+
+async def test_retry_makes_a_new_manual_run_with_the_same_args(
+    punchclock_env: dict[str, str], pool: Pool, clean_queues: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()
+    options = {"max_retries": 0, "time_limit": 60_000, "overlap": "allow", "lock_key": "kb:{kb}"}
+    failed = await insert_run(
+        pool, "failed", args={"kb": "docs", "seconds": 1}, options=options, error="boom", finished_at=datetime.now(UTC)
+    )
+    capsys.readouterr()
+
+    assert await cli("runs", "retry", str(failed)) == 0
+    out = capsys.readouterr().out
+    retried = run_id_printed(out)
+    assert out == f'run {retried} of "hourly" enqueued (manual retry of run {failed}, probe)\n'
+    old, new = await pool.fetch("SELECT * FROM runs ORDER BY id")
+    assert (new["id"], new["trigger"], new["state"], new["error"]) == (retried, "manual", "enqueued", None)
+    for column in ("schedule_id", "schedule_name", "actor", "args", "options"):
+        assert new[column] == old[column], column
+    assert old["state"] == "failed"
+    (message,) = await asyncio.to_thread(drain_queue, clean_queues, QUEUE)
+    assert message["kwargs"] == {"kb": "docs", "seconds": 1}
+    assert message["options"] == {**options, "run_id": retried}
+
+    # with its schedule deleted, the run keeps its name and can still be retried
+    assert await cli("schedules", "delete", "hourly") == 0
+    capsys.readouterr()
+    assert await cli("runs", "retry", str(failed)) == 0
+    orphan = run_id_printed(capsys.readouterr().out)
+    row = await pool.fetchrow("SELECT schedule_id, schedule_name, trigger, args FROM runs WHERE id = $1", orphan)
+    assert row is not None
+    assert tuple(row) == (None, "hourly", "manual", {"kb": "docs", "seconds": 1})
+
+    assert await cli("runs", "retry", "999999") == 2
+    assert capsys.readouterr().err == "punchclock: error: no run with id 999999: see punchclock runs list\n"
+
+
+# show: attempts, notifications, blocked_by ----------------------------------------------------------------
+
+
+async def test_show_lists_attempts_and_notifications(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    blocker = await insert_run(pool, "succeeded")
+    run_id = await insert_run(
+        pool, "failed", attempts=2, started_at=start, finished_at=start + timedelta(seconds=40), blocked_by=blocker
+    )
+    await pool.executemany(
+        "INSERT INTO run_attempts (run_id, attempt, started_at, finished_at, state, error, retry_delay_ms)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            (run_id, 1, start, start + timedelta(seconds=5), "retrying", "ConnectionError: refused", 12_500),
+            (run_id, 2, start + timedelta(seconds=20), start + timedelta(seconds=40), "failed", "HTTP 400", None),
+        ],
+    )
+    await pool.execute(
+        "INSERT INTO notifications (run_id, target, event, state, attempts, error)"
+        " VALUES ($1, 'slack:https://hooks.slack.com/***', 'failure', 'failed', 3, 'HTTP 404 from Slack')",
+        run_id,
+    )
+    capsys.readouterr()
+
+    assert await cli("runs", "show", str(run_id)) == 0
+    out = capsys.readouterr().out
+    assert f"blocked by:     run {blocker}\n" in out
+    attempts = out[out.index("Attempts\n") :].splitlines()
+    assert attempts[1].split() == ["#", "STATE", "STARTED", "DURATION", "ERROR", "RETRY", "DELAY"]
+    assert attempts[3].split() == [
+        "1",
+        "retrying",
+        "2026-03-01T12:00:00+00:00",
+        "5s",
+        "ConnectionError:",
+        "refused",
+        "12s500ms",
+    ]
+    assert attempts[4].split() == ["2", "failed", "2026-03-01T12:00:20+00:00", "20s", "HTTP", "400", "-"]
+    notifications = out[out.index("Notifications\n") :].splitlines()
+    assert notifications[1].split() == ["TARGET", "EVENT", "STATE", "ATTEMPTS", "ERROR"]
+    assert notifications[3].split() == [
+        "slack:https://hooks.slack.com/***",
+        "failure",
+        "failed",
+        "3",
+        "HTTP",
+        "404",
+        "from",
+        "Slack",
+    ]
+
+    assert await cli("runs", "show", str(run_id), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["blocked_by"] == blocker
+    assert shown["cancel_requested"] is False
+    assert shown["attempt_history"] == [
+        {
+            "attempt": 1,
+            "state": "retrying",
+            "started_at": "2026-03-01T12:00:00+00:00",
+            "finished_at": "2026-03-01T12:00:05+00:00",
+            "duration_seconds": 5.0,
+            "error": "ConnectionError: refused",
+            "retry_delay_ms": 12_500,
+        },
+        {
+            "attempt": 2,
+            "state": "failed",
+            "started_at": "2026-03-01T12:00:20+00:00",
+            "finished_at": "2026-03-01T12:00:40+00:00",
+            "duration_seconds": 20.0,
+            "error": "HTTP 400",
+            "retry_delay_ms": None,
+        },
+    ]
+    (notification,) = shown["notifications"]
+    assert notification == {
+        **notification,
+        "target": "slack:https://hooks.slack.com/***",
+        "event": "failure",
+        "state": "failed",
+        "attempts": 3,
+        "error": "HTTP 404 from Slack",
+        "sent_at": None,
+    }
+
+    assert await cli("runs", "show", str(blocker), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["attempt_history"] == []
+    assert await cli("runs", "show", str(blocker)) == 0
+    out = capsys.readouterr().out
+    assert "Attempts" not in out
+    assert "Notifications" not in out
+
+
+# stats ----------------------------------------------------------------------------------------------------
+
+
+async def insert_finished(
+    pool: Pool, schedule: str, state: str, seconds: list[int], *, age: timedelta = timedelta(hours=1)
+) -> None:
+    """Runs of ``schedule`` created ``age`` ago, lasting ``seconds`` each, finishing in list order."""
+    await pool.execute(
+        "INSERT INTO runs (schedule_name, actor, scheduled_for, trigger, state, created_at, started_at, finished_at)"
+        " SELECT $1, 'probe', now(), 'cron', $2, now() - $4::interval,"
+        "        now() - interval '50 minutes' + make_interval(mins => n::int) - make_interval(secs => s),"
+        "        now() - interval '50 minutes' + make_interval(mins => n::int)"
+        " FROM unnest($3::int[]) WITH ORDINALITY AS durations (s, n)",
+        schedule,
+        state,
+        seconds,
+        age,
+    )
+
+
+async def test_stats(punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]) -> None:
+    # "etl": 9 succeeded (1-9 s), then one failed (10 s) and one timed out (20 s), one cancelled before it
+    # started, one running; and a failure two days old, outside the default window.
+    await insert_finished(pool, "etl", "succeeded", list(range(1, 10)))
+    await pool.execute(
+        "UPDATE runs SET finished_at = finished_at - interval '1 hour', started_at = started_at - interval '1 hour'"
+    )
+    await insert_finished(pool, "etl", "failed", [10])
+    await insert_finished(pool, "etl", "timed_out", [20])
+    await pool.execute(
+        "INSERT INTO runs (schedule_name, actor, scheduled_for, trigger, state, started_at) VALUES"
+        " ('etl', 'probe', now(), 'cron', 'cancelled', NULL), ('etl', 'probe', now(), 'cron', 'running', now())"
+    )
+    await insert_finished(pool, "etl", "failed", [500], age=timedelta(days=2))
+    await insert_finished(pool, "digest", "succeeded", [2])
+    capsys.readouterr()
+
+    assert await cli("stats", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "since": "1d",
+        "schedules": [
+            {
+                "schedule": "digest",
+                "runs": 1,
+                "states": {"succeeded": 1},
+                "success_rate": 1.0,
+                "p50_seconds": 2.0,
+                "p95_seconds": 2.0,
+                "recent_seconds": [2.0],
+                "sparkline": "▄",
+            },
+            {
+                "schedule": "etl",
+                "runs": 13,
+                "states": {"succeeded": 9, "failed": 1, "timed_out": 1, "cancelled": 1, "running": 1},
+                "success_rate": 9 / 11,
+                # sorted 1..10, 20: p50 is the 6th; p95 sits halfway between 10 and 20
+                "p50_seconds": 6.0,
+                "p95_seconds": 15.0,
+                "recent_seconds": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 20.0],
+                "sparkline": "▁▁▂▂▃▃▃▄▄█",
+            },
+        ],
+    }
+
+    assert await cli("stats") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "SCHEDULE", "RUNS", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "SUCCESS", "P50", "P95",
+        "LAST", "10",
+    ]  # fmt: skip
+    assert lines[2].split() == ["digest", "1", "0", "1", "0", "0", "0", "100%", "2s", "2s", "▄"]
+    assert lines[3].split() == ["etl", "13", "1", "9", "1", "1", "1", "81.8%", "6s", "15s", "▁▁▂▂▃▃▃▄▄█"]
+
+    assert await cli("stats", "--since", "3d", "--json") == 0
+    etl = json.loads(capsys.readouterr().out)["schedules"][1]
+    assert (etl["runs"], etl["states"]["failed"], etl["p95_seconds"]) == (14, 2, pytest.approx(236.0))
+
+    assert await cli("stats", "--since", "forever") == 2
+    assert capsys.readouterr().err.startswith('punchclock: error: --since: invalid duration "forever"')
+    await pool.execute("DELETE FROM runs")
+    assert await cli("stats") == 0
+    assert capsys.readouterr().out == "no runs in the last 1d\n"
+    assert await cli("stats", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"since": "1d", "schedules": []}
