@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from tabulate import tabulate
 
 from app.durations import format_duration
+from app.notify.targets import parse_target
 from app.runs import Run
 from app.schedule_store import StoredSchedule
 
@@ -104,7 +105,7 @@ def schedule_json(stored: StoredSchedule) -> dict[str, Any]:
         "timeout": duration(s.timeout),
         "retry_timeouts": s.retry_timeouts,
         "jitter": duration(s.jitter),
-        "notify": list(s.notify),
+        "notify": [parse_target(entry).masked for entry in s.notify],  # webhook URLs are credentials
         "notify_on_recovery": s.notify_on_recovery,
         "after": list(s.after),
         "next_fire_at": None if s.paused else iso(stored.next_fire_at),

@@ -18,6 +18,7 @@ from app.cron import next_fires, validate_timezone
 from app.durations import parse_duration
 from app.errors import InvalidInput
 from app.misfire import parse_misfire
+from app.notify.targets import parse_target
 from app.runs import Run, list_runs
 from app.schedule import Schedule
 from app.schedule_store import (
@@ -241,7 +242,11 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("backoff", f"{output.duration(s.min_backoff)} to {output.duration(s.max_backoff)}"),
             ("timeout", f"{output.duration(s.timeout)} ({'retried' if s.retry_timeouts else 'not retried'})"),
             ("jitter", output.duration(s.jitter)),
-            ("notify", ", ".join(s.notify) + (" (and on recovery)" if s.notify and s.notify_on_recovery else "")),
+            (
+                "notify",
+                ", ".join(parse_target(e).masked for e in s.notify)
+                + (" (and on recovery)" if s.notify and s.notify_on_recovery else ""),
+            ),
             ("after", ", ".join(s.after)),
             ("created", output.local_time(stored.created_at, zone)),
             ("updated", output.local_time(stored.updated_at, zone)),

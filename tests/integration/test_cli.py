@@ -283,7 +283,8 @@ async def test_add_worker_side_options_round_trip(
         "timeout": "30m",
         "retry_timeouts": True,
         "jitter": "45s",
-        "notify": ["webhook:https://hooks.example.com/punchclock", "mailto:ops@example.com"],
+        # the webhook's path is its secret: shown masked
+        "notify": ["webhook:https://hooks.example.com/***", "mailto:ops@example.com"],
         "notify_on_recovery": True,
         "after": ["nightly"],
     }
@@ -307,7 +308,7 @@ async def test_add_worker_side_options_round_trip(
         "backoff:      2s to 1m30s",
         "timeout:      30m (retried)",
         "jitter:       45s",
-        "notify:       webhook:https://hooks.example.com/punchclock, mailto:ops@example.com (and on recovery)",
+        "notify:       webhook:https://hooks.example.com/***, mailto:ops@example.com (and on recovery)",
         "after:        nightly",
     ):
         assert expected in out, out

@@ -13,7 +13,14 @@ from app.db.migrate import available_migrations, migrate
 from app.db.pool import connect
 from app.errors import InvalidInput
 from app.schedule import Schedule
-from app.schedule_store import add_schedule, get_schedule, save_schedule, set_paused, sync_code_schedules
+from app.schedule_store import (
+    add_schedule,
+    delete_schedule,
+    get_schedule,
+    save_schedule,
+    set_paused,
+    sync_code_schedules,
+)
 from tests import services
 
 NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
@@ -116,3 +123,20 @@ async def test_schedules_round_trip_every_field(pool: asyncpg.Pool[Any]) -> None
     async with pool.acquire() as conn:
         await save_schedule(conn, original, source="cli", now=NOW)
         assert (await get_schedule(conn, "full")).schedule == original
+
+
+async def test_a_dependency_cycle_is_refused_with_its_path(pool: asyncpg.Pool[Any]) -> None:
+    async with pool.acquire() as conn:
+        await sync_code_schedules(conn, [code("a"), Schedule("b", "probe", None, after=("a",))], ACTORS, now=NOW)
+        cyclic = [
+            code("a", after=("c",)),
+            Schedule("b", "probe", None, after=("a",)),
+            Schedule("c", "probe", None, after=("b",)),
+        ]
+        with pytest.raises(InvalidInput, match="dependency cycle: a → c → b → a"):
+            await sync_code_schedules(conn, cyclic, ACTORS, now=NOW)
+        with pytest.raises(InvalidInput, match='runs after unknown schedule "ghost"'):
+            await add_schedule(conn, Schedule("d", "probe", None, after=("ghost",)).validated(ACTORS), now=NOW)
+        assert sorted(r["name"] for r in await conn.fetch("SELECT name FROM schedules")) == ["a", "b"]
+        with pytest.raises(InvalidInput, match='schedule "a" cannot be deleted: b run after it'):
+            await delete_schedule(conn, "a")
