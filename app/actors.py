@@ -8,6 +8,7 @@ in a worker, pika connects on first use.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from app import clock
 from app.boot import load_code_schedules, prepare_database
 from app.broker import build_broker
 from app.db.pool import database_url
+from app.errors import ConfigurationError
 from app.logs import configure_logging
 from app.middleware.database import DatabasePool
 from app.middleware.heartbeat import RunHeartbeat
@@ -83,6 +85,26 @@ def notify(notification_id: int) -> None:
 
 
 import actors  # noqa: E402  (registers the actors on the broker set above)
+
+
+def _check_actors_bound() -> None:
+    """Actors imported before this module set the broker are bound to Dramatiq's default one and would never
+    run here; say so instead of failing later with "unknown actor"."""
+    stray = sorted(
+        f"{module.__name__}.{name}"
+        for module in list(sys.modules.values())
+        if module is not None and (module.__name__ == "actors" or module.__name__.startswith("actors."))
+        for name, value in vars(module).items()
+        if isinstance(value, dramatiq.Actor) and value.broker is not broker
+    )
+    if stray:
+        raise ConfigurationError(
+            f"{', '.join(stray)} were imported before app.actors set up the broker: import app.actors first"
+            " (dramatiq app.actors does), or import your actors only from actors/__init__.py"
+        )
+
+
+_check_actors_bound()
 
 # What a schedule may target: every actor but the engine's own.
 runnable_actors = frozenset(broker.actors) - {tick.actor_name, notify.actor_name}

@@ -6,8 +6,10 @@ Importing ``app.actors`` reads the settings, builds the broker and imports every
 
 from __future__ import annotations
 
+from app.boot import load_code_schedules
 from app.publisher import Publisher
 from app.schedule import Schedule
+from app.settings import Settings
 
 
 def registered_actors() -> frozenset[str]:
@@ -17,11 +19,10 @@ def registered_actors() -> frozenset[str]:
     return app.actors.runnable_actors
 
 
-def code_schedules() -> list[Schedule]:
-    """The validated schedules of ``PUNCHCLOCK_SCHEDULES_MODULE`` (``schedules.py``; empty name: none)."""
-    import app.actors
-
-    return app.actors.schedules
+def code_schedules(settings: Settings) -> list[Schedule]:
+    """The validated schedules of this command's ``PUNCHCLOCK_SCHEDULES_MODULE`` (``schedules.py``; empty: none),
+    read with the command's own settings rather than those ``app.actors`` was first imported with."""
+    return load_code_schedules(settings.schedules_module, registered_actors())
 
 
 def publisher() -> Publisher:

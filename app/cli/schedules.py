@@ -347,7 +347,7 @@ def delete_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def sync_command(args: argparse.Namespace, settings: Settings) -> int:
-    schedules, known = code_schedules(), registered_actors()
+    schedules, known = code_schedules(settings), registered_actors()
 
     async def sync(db: Database) -> tuple[list[str], list[str]]:
         return await sync_code_schedules(db.conn, schedules, known, now=await db.now())

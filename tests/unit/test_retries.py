@@ -21,6 +21,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, TimeLimit
 
+import app.actors  # noqa: F401  (as every entry point does: the broker first, then the actors on it)
 from actors.probe import probe
 from app.middleware.retries import Retries
 
