@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.clock import fire_due
+from app.clock import fire_due, jitter_ms
 from app.misfire import Misfire
 from app.publisher import Publisher, PublishOutcome
 from app.schedule import Schedule
@@ -164,3 +164,28 @@ async def test_paused_schedules_do_not_fire(pool: asyncpg.Pool[Any], rabbit_publ
     await add(pool, "paused", paused=True)
     report = await fire_due(pool, rabbit_publisher, T0 + timedelta(minutes=5))
     assert report.fired == report.missed == 0
+
+
+async def test_jitter_is_drawn_once_per_run_and_delays_its_message(
+    pool: asyncpg.Pool[Any], rabbit_publisher: Publisher, clean_queues: str
+) -> None:
+    await add(pool, "jittery", jitter=timedelta(seconds=30))
+    await fire_due(pool, rabbit_publisher, T0 + timedelta(minutes=1))
+    run = await pool.fetchrow("SELECT id, delay_ms FROM runs")
+    assert 0 <= run["delay_ms"] < 30_000
+    # Delayed messages wait on Dramatiq's delay queue with their due time.
+    delayed = drain_queue(clean_queues, "default.DQ")
+    assert [m["options"]["run_id"] for m in delayed] == [run["id"]]
+    assert delayed[0]["options"]["eta"] - delayed[0]["message_timestamp"] >= run["delay_ms"] - 1_000
+
+    # Published again (the outbox after a crash): the same delay, not a new draw.
+    await pool.execute("UPDATE runs SET state = 'scheduled'")
+    await fire_due(pool, rabbit_publisher, T0 + timedelta(minutes=1, seconds=1))
+    assert await pool.fetchval("SELECT delay_ms FROM runs") == run["delay_ms"]
+    assert len(drain_queue(clean_queues, "default.DQ")) == 1
+
+
+def test_jitter_ms_scales_the_draw() -> None:
+    assert jitter_ms(timedelta(seconds=30), 0.0) == 0
+    assert jitter_ms(timedelta(seconds=30), 0.5) == 15_000
+    assert jitter_ms(timedelta(0), 0.99) == 0
