@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from app.choices import parse_choice
 from app.cron import aware_utc, fires_between, next_fires
-from app.errors import InvalidInput
 
 ON_TIME_GRACE = timedelta(seconds=30)
 """An instant fired more than this after it was due was missed: periodiq drops ticks more than 30 s late,
@@ -42,12 +42,7 @@ class Misfire(StrEnum):
 
 
 def parse_misfire(text: str) -> Misfire:
-    """Read a misfire policy (case and surrounding whitespace ignored), or raise ``InvalidInput``."""
-    try:
-        return Misfire(text.strip().lower())
-    except ValueError:
-        choices = ", ".join(policy.value for policy in Misfire)
-        raise InvalidInput(f'invalid misfire policy "{text}": use one of {choices}') from None
+    return parse_choice(Misfire, text, "misfire policy")
 
 
 @dataclass(frozen=True)

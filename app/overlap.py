@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from app.choices import parse_choice
 from app.errors import InvalidInput
 
 
@@ -30,11 +31,7 @@ class Overlap(StrEnum):
 
 
 def parse_overlap(text: str) -> Overlap:
-    try:
-        return Overlap(text.strip().lower())
-    except ValueError:
-        choices = ", ".join(policy.value for policy in Overlap)
-        raise InvalidInput(f'invalid overlap policy "{text}": use one of {choices}') from None
+    return parse_choice(Overlap, text, "overlap policy")
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from app.cron import validate_cron, validate_timezone
 from app.errors import InvalidInput
 from app.misfire import Misfire, parse_misfire
 from app.notify.targets import parse_target
+from app.overlap import parse_overlap, validate_lock_key
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
-OVERLAP_POLICIES = ("skip", "queue", "allow")
 # RabbitMQ closes a channel holding an unacknowledged message for 30 min (consumer_timeout): backoffs and
 # timeouts above that would get a running or delayed message redelivered behind our back.
 CONSUMER_TIMEOUT = timedelta(minutes=30)
@@ -72,8 +72,9 @@ class Schedule:
             args = json.loads(json.dumps(self.args))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f'args of schedule "{self.name}" are not JSON: {exc}') from None
-        if self.overlap not in OVERLAP_POLICIES:
-            raise InvalidInput(f'invalid overlap "{self.overlap}": use one of {", ".join(OVERLAP_POLICIES)}')
+        overlap = str(parse_overlap(self.overlap))
+        if self.lock_key is not None:
+            validate_lock_key(self.lock_key)
         if self.max_retries < 0:
             raise InvalidInput(f"invalid max_retries {self.max_retries}: must be 0 or more")
         for label, value in (
@@ -92,7 +93,9 @@ class Schedule:
         if self.min_backoff > self.max_backoff:
             raise InvalidInput(f"min_backoff {self.min_backoff} is above max_backoff {self.max_backoff}")
         notify = tuple(parse_target(entry).entry for entry in self.notify)
-        return replace(self, cron=cron, misfire=misfire, args=args, notify=notify, after=tuple(self.after))
+        return replace(
+            self, cron=cron, misfire=misfire, args=args, notify=notify, after=tuple(self.after), overlap=overlap
+        )
 
     def message_options(self, schedule_id: int | None) -> dict[str, Any]:
         return message_options(

@@ -188,7 +188,7 @@ async def test_next_rejects_a_bad_after(
         (["--args", "{seconds: 1}"], "invalid --args '{seconds: 1}': not JSON"),
         (["--args", "[1, 2]"], "invalid --args '[1, 2]': it is an array, not a JSON object"),
         (["--args", '"text"'], "invalid --args '\"text\"': it is a string, not a JSON object"),
-        (["--overlap", "maybe"], 'invalid overlap "maybe": use one of skip, queue, allow'),
+        (["--overlap", "maybe"], 'invalid overlap policy "maybe": use one of skip, queue, allow'),
         (["--max-retries", "-1"], "invalid max_retries -1: must be 0 or more"),
         (["--min-backoff", "soon"], '--min-backoff: invalid duration "soon": use a number with a unit'),
         (["--max-backoff", "5 min"], '--max-backoff: invalid duration "5 min": use a number with a unit'),
