@@ -26,6 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP) services
 	$(BIN)/python bench/tick.py
 	$(BIN)/python bench/fire_latency.py
+	$(BIN)/python bench/pipeline.py
 
 services:
 	bash .ci/services.sh

@@ -28,8 +28,14 @@ async def _init_connection(conn: Connection) -> None:
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Replaces asyncpg's reset of a connection returned to the pool (``RESET ALL``, ``UNLISTEN *``, …), a round
+    trip per statement: punchclock keeps no session state (no LISTEN, SET or session advisory locks; the
+    migration lock is transaction-scoped), so there is nothing to reset."""
+
+
 async def create_pool(url: str, size: int) -> Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, init=_init_connection)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, init=_init_connection, reset=_keep_session)
     assert pool is not None
     return pool
 

@@ -77,8 +77,8 @@ class RunLifecycle(dramatiq.Middleware):
             logger.error(reason, extra={"action": "run_failed", "run_id": run_id})
             raise SkipMessage() from None
         try:
-            started = self.database.run(
-                lambda pool: start_run(pool, run_id, lease.key, str(lease.policy), self.lock_ttl)
+            started = self.database.run_here(
+                lambda conn: start_run(conn, run_id, lease.key, str(lease.policy), self.lock_ttl)
             )
         except Exception as exc:
             raise RunStartFailed(f"could not record the start of run {run_id}: {exc}") from exc
@@ -113,8 +113,8 @@ class RunLifecycle(dramatiq.Middleware):
         state, output, error = _attempt_end(message, result, exception)
         delay = message.options.get("retry_delay_ms") if state is RunState.RETRYING else None
         try:
-            outcome = self.database.run(
-                lambda pool: finish_attempt(pool, run_id, state, output=output, error=error, retry_delay_ms=delay)
+            outcome = self.database.run_here(
+                lambda conn: finish_attempt(conn, run_id, state, output=output, error=error, retry_delay_ms=delay)
             )
         except Exception as exc:
             logger.error(
