@@ -7,6 +7,16 @@ from app.schedule import Schedule
 
 SCHEDULES = [
     Schedule(
+        name="daily-brief",
+        actor="run_workflow",
+        cron="0 9 * * 1-5",
+        timezone="Asia/Shanghai",
+        # Point "source" at your sales data (JSON over HTTP); the LLM comes from PUNCHCLOCK_LLM_*.
+        args={"workflow": "daily_brief"},
+        timeout=timedelta(minutes=10),
+        description="09:00 Beijing time on weekdays: an LLM-written sales brief that remembers yesterday's advice.",
+    ),
+    Schedule(
         name="heartbeat",
         actor="probe",
         cron="* * * * *",

@@ -8,16 +8,21 @@ in a worker, pika connects on first use.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 from periodiq import cron
 
 from app import clock
-from app.boot import load_code_schedules, prepare_database
+from app.ai.config import LLMConfig
+from app.ai.dify import DifyClient
+from app.ai.llm import LLM
+from app.boot import load_code_schedules, load_dify_apps, prepare_database
 from app.broker import build_broker
 from app.db.pool import database_url
 from app.errors import ConfigurationError
@@ -30,6 +35,9 @@ from app.notify.sender import deliver
 from app.notify.store import create_notifications
 from app.publisher import Publisher
 from app.settings import Settings
+from app.workflows.builtin import BUILTIN_WORKFLOWS
+from app.workflows.definition import WorkflowRegistry
+from app.workflows.runner import execute, run_on_loop
 
 if TYPE_CHECKING:
     from app.db.pool import Pool
@@ -37,6 +45,7 @@ if TYPE_CHECKING:
 settings = Settings.from_env()
 configure_logging(settings.log_level, settings.log_format)
 lock_ttl = timedelta(seconds=settings.lock_ttl_seconds)
+llm_config = LLMConfig.from_settings(settings)
 
 
 async def _on_database_ready(pool: Pool) -> None:
@@ -77,6 +86,38 @@ def tick() -> None:
     database.run(lambda pool: clock.tick(pool, publisher, batch=settings.tick_batch))
 
 
+def _run(flow_name: str, params: dict[str, Any]) -> Any:
+    """Run a workflow for the current message's run, on the event loop where the pool and HTTP client live."""
+    flow = workflows.get(flow_name)
+    message = CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
+    pool = database.pool()
+    return run_on_loop(
+        lambda: execute(
+            flow,
+            params,
+            run_id=options.get("run_id"),
+            attempt=1 + options.get("retries", 0),
+            pool=pool,
+            http=http.client,
+            llm=lambda: LLM(http.client, llm_config),
+            dify=lambda: DifyClient(http.client, dify_apps, os.environ),
+        )
+    )
+
+
+@dramatiq.actor(actor_name="run_workflow")
+def run_workflow(workflow: str, **params: Any) -> Any:
+    """Run the workflow ``workflow`` (see actors/ and app/workflows/builtin.py) with the schedule's args."""
+    return _run(workflow, params)
+
+
+@dramatiq.actor(actor_name="dify")
+def dify(app: str, inputs: dict[str, Any] | None = None, **params: Any) -> Any:
+    """Run the Dify workflow app ``app`` with ``inputs``; ``user`` is the schedule's name."""
+    return _run("dify", {**params, "app": app, "inputs": inputs or {}})
+
+
 # Notifications retry inside (tenacity) and record their own failure: the message itself is never retried,
 # and a notification never changes its run.
 @dramatiq.actor(queue_name="notify", max_retries=0)
@@ -105,6 +146,8 @@ def _check_actors_bound() -> None:
 
 
 _check_actors_bound()
+workflows = WorkflowRegistry([*BUILTIN_WORKFLOWS, *actors.WORKFLOWS])
+dify_apps = load_dify_apps(settings.schedules_module)
 
 # What a schedule may target: every actor but the engine's own.
 runnable_actors = frozenset(broker.actors) - {tick.actor_name, notify.actor_name}

@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+from app.ai.dify import DifyApp
 from app.db.migrate import migrate
 from app.db.queries import sql
 from app.errors import ConfigurationError, InvalidInput
@@ -41,6 +42,19 @@ def load_code_schedules(module_name: str, known_actors: Collection[str]) -> list
         return [schedule.validated(known_actors) for schedule in declared]
     except InvalidInput as exc:
         raise InvalidInput(f"{module_name}.py: {exc}") from None
+
+
+def load_dify_apps(module_name: str) -> dict[str, DifyApp]:
+    """The Dify apps ``module_name`` declares in an optional ``DIFY_APPS`` list, by name (keys stay in the
+    environment: each app names the variable that holds its key)."""
+    if not module_name:
+        return {}
+    declared = getattr(importlib.import_module(module_name), "DIFY_APPS", [])
+    if not isinstance(declared, list | tuple) or not all(isinstance(a, DifyApp) for a in declared):
+        raise ConfigurationError(f"{module_name}.DIFY_APPS must be a list of app.ai.dify.DifyApp")
+    for app in declared:
+        app.validate()
+    return {app.name: app for app in declared}
 
 
 async def prepare_database(pool: Pool, schedules: Sequence[Schedule] | None, known_actors: Collection[str]) -> None:

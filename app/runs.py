@@ -76,6 +76,8 @@ class Run:
     delay_ms: int = 0
     next_attempt_at: datetime | None = None
     cancel_requested: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:

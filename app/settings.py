@@ -41,6 +41,17 @@ class Settings:
     smtp_password: str = dataclasses.field(default="", repr=False)
     smtp_from: str = "punchclock@localhost"
     smtp_starttls: bool = True
+    otlp_endpoint: str = ""
+    jaeger_ui_url: str = "http://localhost:16686"
+    service_name: str = "punchclock"
+    llm_base_url: str = ""
+    llm_api_key: str = dataclasses.field(default="", repr=False)
+    llm_model: str = ""
+    llm_timeout_seconds: int = 60
+    embedding_base_url: str = ""
+    embedding_api_key: str = dataclasses.field(default="", repr=False)
+    embedding_model: str = ""
+    trace_content: bool = False
 
     @property
     def pgdata(self) -> Path:

@@ -96,6 +96,10 @@ class DatabasePool(dramatiq.Middleware):
         """Run ``work(pool)`` on the event loop and wait for its result (from a sync thread only)."""
         return self._loop().run_coroutine(work(self._ensure_pool()))
 
+    def pool(self) -> Pool:
+        """The pool (opened on first use), for coroutines that will run on the event loop thread."""
+        return self._ensure_pool()
+
     def _ensure_pool(self) -> Pool:
         with self._lock:
             if self._pool is None:

@@ -55,7 +55,7 @@ def settings_table(readme: str) -> dict[str, str]:
 
 
 def test_services_and_images(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"rabbitmq", "postgres", "jaeger", *PUNCHCLOCK_SERVICES}
+    assert set(services) == {"rabbitmq", "postgres", "jaeger", "ollama", *PUNCHCLOCK_SERVICES}
     assert services["rabbitmq"]["image"] == "rabbitmq:3.13-management"
     assert services["postgres"]["image"] == "pgvector/pgvector:pg16"
     assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one")
@@ -63,6 +63,12 @@ def test_services_and_images(services: dict[str, dict[str, Any]]) -> None:
     for name in PUNCHCLOCK_SERVICES:
         assert services[name]["build"] == ".", name
     assert re.search(r"^FROM python:3\.11-slim$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+
+
+def test_ollama_is_an_optional_profile_the_llm_settings_can_point_at(services: dict[str, dict[str, Any]]) -> None:
+    assert services["ollama"]["profiles"] == ["ollama"]
+    assert container_ports(services["ollama"]) == {11434}
+    assert "ollama" not in services["worker"].get("depends_on", {})  # without the profile, workers still start
 
 
 def test_ports(services: dict[str, dict[str, Any]]) -> None:
