@@ -179,7 +179,7 @@ async def test_next_rejects_a_bad_after(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--actor", "nope"], 'unknown actor "nope" for schedule "bad": known actors are probe'),
+        (["--actor", "nope"], 'unknown actor "nope" for schedule "bad": known actors are dify, probe, run_workflow'),
         (["--cron", "61 * * * *"], 'invalid cron "61 * * * *": minute must be 0-59'),
         (["--cron", "* * * *"], 'invalid cron "* * * *": expected 5 fields'),
         (["--tz", "Mars/Olympus_Mons"], 'unknown time zone "Mars/Olympus_Mons": use an IANA name'),
