@@ -31,10 +31,12 @@ from app.middleware.database import DatabasePool
 from app.middleware.heartbeat import RunHeartbeat
 from app.middleware.http_client import HttpClient
 from app.middleware.run_lifecycle import RunLifecycle
+from app.middleware.tracing import Tracing
 from app.notify.sender import deliver
 from app.notify.store import create_notifications
 from app.publisher import Publisher
 from app.settings import Settings
+from app.tracing import setup_tracing
 from app.workflows.builtin import BUILTIN_WORKFLOWS
 from app.workflows.definition import WorkflowRegistry
 from app.workflows.runner import execute, run_on_loop
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 settings = Settings.from_env()
 configure_logging(settings.log_level, settings.log_format)
+tracer_provider = setup_tracing(settings)
 lock_ttl = timedelta(seconds=settings.lock_ttl_seconds)
 llm_config = LLMConfig.from_settings(settings)
 
@@ -74,7 +77,14 @@ lifecycle = RunLifecycle(
 )
 # Beat well inside the lease, and often enough that `runs cancel` lands within about a second.
 heartbeat = RunHeartbeat(database, lock_ttl=lock_ttl, interval=min(lock_ttl / 3, timedelta(seconds=1)))
-broker = build_broker(settings, database=database, http=http, lifecycle=lifecycle, heartbeat=heartbeat)
+broker = build_broker(
+    settings,
+    tracing=Tracing(tracer_provider),
+    database=database,
+    http=http,
+    lifecycle=lifecycle,
+    heartbeat=heartbeat,
+)
 dramatiq.set_broker(broker)
 publisher = Publisher(broker, threads=settings.publish_threads)
 
@@ -100,8 +110,8 @@ def _run(flow_name: str, params: dict[str, Any]) -> Any:
             attempt=1 + options.get("retries", 0),
             pool=pool,
             http=http.client,
-            llm=lambda: LLM(http.client, llm_config),
-            dify=lambda: DifyClient(http.client, dify_apps, os.environ),
+            llm=lambda: LLM(http.client, llm_config, tracer_provider=tracer_provider),
+            dify=lambda: DifyClient(http.client, dify_apps, os.environ, tracer_provider=tracer_provider),
         )
     )
 

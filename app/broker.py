@@ -26,6 +26,7 @@ from app.middleware.heartbeat import RunHeartbeat
 from app.middleware.http_client import HttpClient
 from app.middleware.retries import Retries
 from app.middleware.run_lifecycle import RunLifecycle
+from app.middleware.tracing import Tracing
 from app.settings import Settings
 
 MEMORY_BROKER = "memory://"
@@ -39,16 +40,20 @@ DEFAULT_MAX_BACKOFF_MS = 300_000
 def build_broker(
     settings: Settings,
     *,
+    tracing: Tracing,
     database: DatabasePool,
     http: HttpClient,
     lifecycle: RunLifecycle,
     heartbeat: RunHeartbeat,
 ) -> dramatiq.Broker:
     """The broker with punchclock's stack, in this order. ``before_*`` hooks run top-down and ``after_*`` hooks
-    bottom-up, so: DatabasePool (below AsyncIO) closes its pool before the event loop stops; RunLifecycle
-    decides whether a run starts (lease, idempotence) before anything below it sees the message, and records
-    its end after Retries has chosen between retry and failure; RunHeartbeat tracks only started runs."""
+    bottom-up, so: Tracing's span is current for everything below it and ends last (after Retries decided),
+    and its flush runs after every other shutdown hook; DatabasePool (below AsyncIO) closes its pool before the
+    event loop stops; RunLifecycle decides whether a run starts (lease, idempotence) before anything below it
+    sees the message, and records its end after Retries has chosen between retry and failure; RunHeartbeat
+    tracks only started runs."""
     middleware: list[dramatiq.Middleware] = [
+        tracing,
         AsyncIO(),
         database,
         http,

@@ -23,15 +23,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from app.db.queries import sql
 from app.misfire import Misfire, due_fires
 from app.publisher import Publisher
 from app.schedule import OPTION_FIELDS, message_options
+from app.tracing import current_trace_id, inject_traceparent
 
 if TYPE_CHECKING:
     from app.db.pool import Pool
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("punchclock.clock")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ async def fire_due(pool: Pool, publisher: Publisher, now: datetime, *, batch: in
 
 async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, int]:
     """One transaction: claim up to ``batch`` due schedules, insert their runs, advance them."""
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
     advanced_ids: list[int] = []
     advanced_to: list[datetime] = []
     async with pool.acquire() as conn, conn.transaction():
@@ -78,10 +82,30 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
                 now,
             )
             options = message_options(schedule_id=row["id"], **{name: row[name] for name in OPTION_FIELDS})
+            trace_id = None
+            if decision.fire:
+                # The trace of this fire, frozen in the runs' options: whoever publishes them later (another
+                # thread, tick or process) continues it, so tick → fire → run is one trace.
+                attributes = {"punchclock.schedule": row["name"], "punchclock.schedule_id": row["id"]}
+                with tracer.start_as_current_span(f"fire {row['name']}", attributes=attributes):
+                    inject_traceparent(options)
+                    trace_id = current_trace_id()
             for instants, state in ((decision.fire, "scheduled"), (decision.missed, "missed")):
                 for instant in instants:
-                    delay = jitter_ms(row["jitter"], random.random()) if state == "scheduled" else 0
-                    values = (row["id"], row["name"], row["actor"], row["args"], options, instant, "cron", state, delay)
+                    firing = state == "scheduled"
+                    delay = jitter_ms(row["jitter"], random.random()) if firing else 0
+                    values = (
+                        row["id"],
+                        row["name"],
+                        row["actor"],
+                        row["args"],
+                        options,
+                        instant,
+                        "cron",
+                        state,
+                        delay,
+                        trace_id if firing else None,
+                    )
                     for column, value in zip(columns, values, strict=True):
                         column.append(value)
             if decision.unrecorded_before is not None:

@@ -12,14 +12,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from app.db.queries import sql
 from app.errors import InvalidInput
 from app.schedule import OPTION_FIELDS, message_options
+from app.tracing import current_trace_id, inject_traceparent
 
 if TYPE_CHECKING:
     from app.db.pool import Connection
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("punchclock.clock")
 
 
 def find_cycle(after: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -72,8 +76,19 @@ async def fire_dependents(conn: Connection, run_id: int) -> list[int]:
     for row in await conn.fetch(sql("ready_dependents"), run_id):
         options = message_options(schedule_id=row["id"], **{name: row[name] for name in OPTION_FIELDS})
         args: dict[str, Any] = {**row["args"], "upstream": row["upstream"]}
+        # Inside the upstream run's span: the dependent run continues its upstream's trace.
+        with tracer.start_as_current_span(f"fire {row['name']}", attributes={"punchclock.trigger": "dependency"}):
+            inject_traceparent(options)
+            trace_id = current_trace_id()
         new_id = await conn.fetchval(
-            sql("insert_dependency_run"), row["id"], row["name"], row["actor"], args, options, row["scheduled_for"]
+            sql("insert_dependency_run"),
+            row["id"],
+            row["name"],
+            row["actor"],
+            args,
+            options,
+            row["scheduled_for"],
+            trace_id,
         )
         if new_id is not None:
             inserted.append(new_id)

@@ -42,6 +42,9 @@ def run_dev() -> int:
     from app import actors as wiring
     from app import clock
     from app.db.pool import database_url
+    from app.tracing import shutdown_tracing, tracer_from
+
+    ticks = tracer_from(wiring.tracer_provider, "punchclock.clock")
 
     settings = wiring.settings
     url = database_url(settings)  # starts the embedded server now, so its location can be printed
@@ -71,12 +74,14 @@ def run_dev() -> int:
     try:
         while not stop.wait(TICK_EVERY_SECONDS):
             try:
-                wiring.database.run(lambda pool: clock.tick(pool, wiring.publisher, batch=settings.tick_batch))
+                with ticks.start_as_current_span("tick"):  # as the worker's Tracing middleware names it
+                    wiring.database.run(lambda pool: clock.tick(pool, wiring.publisher, batch=settings.tick_batch))
             except Exception as exc:  # a failed tick is retried by the next one; say why and keep going
                 print(f"punchclock dev: tick failed: {exc}", file=sys.stderr, flush=True)
     finally:
         marker.unlink(missing_ok=True)
     print("punchclock dev: stopping (waiting for running actors)", flush=True)
     worker.stop()
+    shutdown_tracing(wiring.tracer_provider)
     print("punchclock dev: stopped", flush=True)
     return 0

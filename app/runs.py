@@ -127,10 +127,10 @@ class FinishOutcome:
 
 
 async def start_run(
-    conn: Executor, run_id: int, lock_key: str | None, policy: str, lock_ttl: timedelta
+    conn: Executor, run_id: int, lock_key: str | None, policy: str, lock_ttl: timedelta, trace_id: str | None = None
 ) -> StartOutcome:
     """Start an attempt under the lease ``lock_key`` (None: no lease). One round trip."""
-    row = await conn.fetchrow(sql("start_run"), run_id, lock_key, policy, lock_ttl)
+    row = await conn.fetchrow(sql("start_run"), run_id, lock_key, policy, lock_ttl, trace_id)
     assert row is not None
     return StartOutcome(row["outcome"], row["attempt"], row["holder"])
 

@@ -148,6 +148,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "error": run.error,
         "output": run.output,
         "trace_id": run.trace_id,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
         "blocked_by": run.blocked_by,
         "delay_ms": run.delay_ms,
         "next_attempt_at": iso(run.next_attempt_at),

@@ -34,6 +34,7 @@ from app.runs import (
 )
 from app.schedule_store import get_schedule
 from app.settings import Settings
+from app.tracing import jaeger_link
 
 DEFAULT_LIMIT = 20
 
@@ -137,6 +138,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
                 **output.run_json(run),
                 "attempt_history": [_attempt_json(a) for a in detail.attempts],
                 "notifications": [_notification_json(n) for n in detail.notifications],
+                "trace_url": jaeger_link(settings, run.trace_id) if run.trace_id else None,
             }
         )
         return 0
@@ -161,6 +163,11 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("next attempt", output.local_time(run.next_attempt_at, zone)),
             ("cancel", "requested" if run.cancel_requested and run.state is RunState.RUNNING else None),
             ("trace id", run.trace_id),
+            ("trace", jaeger_link(settings, run.trace_id) if run.trace_id else None),
+            (
+                "tokens",
+                f"{run.input_tokens} in, {run.output_tokens} out" if run.input_tokens or run.output_tokens else None,
+            ),
             ("output", None if run.output is None else output.json_text(run.output)),
         )
     )

@@ -26,6 +26,7 @@ from app.errors import InvalidInput
 from app.middleware.database import DatabasePool
 from app.overlap import resolve_lease
 from app.runs import FinishOutcome, RunState, fail_unstartable, finish_attempt, start_run
+from app.tracing import current_trace_id
 from app.transient import RunCancelled
 
 if TYPE_CHECKING:
@@ -77,8 +78,9 @@ class RunLifecycle(dramatiq.Middleware):
             logger.error(reason, extra={"action": "run_failed", "run_id": run_id})
             raise SkipMessage() from None
         try:
+            trace_id = current_trace_id()
             started = self.database.run_here(
-                lambda conn: start_run(conn, run_id, lease.key, str(lease.policy), self.lock_ttl)
+                lambda conn: start_run(conn, run_id, lease.key, str(lease.policy), self.lock_ttl, trace_id)
             )
         except Exception as exc:
             raise RunStartFailed(f"could not record the start of run {run_id}: {exc}") from exc

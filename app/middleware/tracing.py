@@ -45,7 +45,8 @@ _Attempt = tuple[str, trace.Span, Token[otel_context.Context]]
 
 
 class Tracing(dramatiq.Middleware):
-    """``provider`` from :func:`app.tracing.setup_tracing`; ``None`` (tracing off) makes every hook a no-op."""
+    """``provider`` from :func:`app.tracing.setup_tracing`. ``None`` (tracing off): no spans and nothing to
+    flush; a message sent while some span is current still gets its context, which costs nothing without one."""
 
     def __init__(self, provider: TracerProvider | None) -> None:
         self.provider = provider

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+import asyncpg
 
 from tests.services import ROOT
 
@@ -64,6 +67,19 @@ def punchclock(*args: str, env: Mapping[str, str], unset: tuple[str, ...] = ()) 
     return subprocess.run(
         [str(BIN / "punchclock"), *args], cwd=ROOT, env=merged, capture_output=True, text=True, timeout=60
     )
+
+
+def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """One statement on a fresh connection (the tests' view of the database the processes use)."""
+
+    async def go() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import Process, punchclock, wait_for
-from tests.e2e.test_worker_and_clock import query
+from tests.e2e.processes import Process, punchclock, query, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.e2e.processes import Process, clock, punchclock, wait_for, worker
+from tests.e2e.processes import Process, clock, punchclock, query, wait_for, worker
 
 pytestmark = pytest.mark.e2e
-
-
-def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 @pytest.fixture

@@ -3,59 +3,22 @@ and a ``dramatiq app.actors`` worker, against loopback OpenAI-compatible and Dif
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.conftest import purge_queues
-from tests.e2e.processes import punchclock, wait_for, worker
+from tests.e2e.processes import punchclock, query, wait_for, worker
 from tests.fakes.dify_server import Fail, FakeDify, Succeed
 from tests.fakes.openai_server import Answer, FakeOpenAI
 
 pytestmark = pytest.mark.e2e
 API_KEY = "sk-test-0123456789abcdef"
 DIFY_KEY = "app-test-weather-key"
-
-
-class Sales(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"region": "East", "orders": 42, "revenue": 12345}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def sales() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sales)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/sales"
-    server.shutdown()
-    server.server_close()
-
-
-def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 @pytest.fixture

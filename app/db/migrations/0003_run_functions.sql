@@ -11,8 +11,10 @@ CREATE INDEX schedules_after ON schedules USING gin (after);
 --   'queued'   policy 'queue': this run waits in the lease's slot and is re-published when the lease frees
 --   'wait'     a backfill run finds the lease held or an earlier instant of its backfill pending: it is not
 --              skipped, the caller re-sends it a little later (holder: the run it waits for)
--- holder: the run holding the lease when it was not ours.
-CREATE FUNCTION punchclock_start_run(p_run_id bigint, p_lock_key text, p_policy text, p_ttl interval)
+-- holder: the run holding the lease when it was not ours. p_trace_id: the attempt's trace, kept on a run that
+-- has none yet (a manual run: a cron run carries the trace of its fire).
+CREATE FUNCTION punchclock_start_run(p_run_id bigint, p_lock_key text, p_policy text, p_ttl interval,
+                                     p_trace_id text)
 RETURNS TABLE (outcome text, attempt integer, holder bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -71,7 +73,7 @@ BEGIN
     END IF;
 
     UPDATE runs SET state = 'running', attempts = runs.attempts + 1, started_at = coalesce(started_at, now()),
-                    error = NULL, next_attempt_at = NULL
+                    error = NULL, next_attempt_at = NULL, trace_id = coalesce(trace_id, p_trace_id)
     WHERE id = p_run_id
     RETURNING runs.attempts INTO v_attempt;
     INSERT INTO run_attempts AS a (run_id, attempt) VALUES (p_run_id, v_attempt)

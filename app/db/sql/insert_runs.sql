@@ -1,6 +1,7 @@
 -- One row per (schedule, instant); a row that exists already (another tick won) is left alone.
-INSERT INTO runs (schedule_id, schedule_name, actor, args, options, scheduled_for, trigger, state, delay_ms)
+INSERT INTO runs (schedule_id, schedule_name, actor, args, options, scheduled_for, trigger, state, delay_ms,
+                  trace_id)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[],
-                     $7::text[], $8::text[], $9::integer[])
+                     $7::text[], $8::text[], $9::integer[], $10::text[])
 ON CONFLICT (schedule_id, scheduled_for) WHERE trigger IN ('cron', 'dependency') DO NOTHING
 RETURNING id, state, schedule_name, scheduled_for
