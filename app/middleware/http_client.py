@@ -16,6 +16,9 @@ from dramatiq.asyncio import get_event_loop_thread
 from app.errors import ConfigurationError
 
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# httpx's default pool (100 connections) would cap a workflow that fans LLM calls out with asyncio.gather;
+# a worker process is allowed a few hundred calls in flight.
+LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
 
 
 class HttpClient(dramatiq.Middleware):
@@ -27,7 +30,7 @@ class HttpClient(dramatiq.Middleware):
     def client(self) -> httpx.AsyncClient:
         with self._lock:
             if self._client is None:
-                self._client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+                self._client = httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS, follow_redirects=False)
             return self._client
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import purge_queues
 from tests.e2e.processes import punchclock, query, wait_for, worker
 from tests.fakes.dify_server import Fail, FakeDify, Succeed
-from tests.fakes.openai_server import Answer, FakeOpenAI
+from tests.fakes.openai_server import Answer, Error, FakeOpenAI, Hang
 
 pytestmark = pytest.mark.e2e
 API_KEY = "sk-test-0123456789abcdef"
@@ -32,6 +32,7 @@ def stack(
             "PUNCHCLOCK_LLM_BASE_URL": llm.base_url,
             "PUNCHCLOCK_LLM_MODEL": "brief-model",
             "PUNCHCLOCK_LLM_API_KEY": API_KEY,
+            "PUNCHCLOCK_LLM_TIMEOUT_SECONDS": "1",
             "TEST_DIFY_BASE_URL": dify.base_url,
             "DIFY_WEATHER_KEY": DIFY_KEY,
         }
@@ -157,3 +158,45 @@ def test_dify_schedules_send_their_own_inputs_and_map_the_reply(
     assert failed["state"] == "failed" and failed["attempts"] == 1
     assert "the weather API is down" in failed["error"]
     assert DIFY_KEY not in failed["error"]
+
+
+def test_an_llm_400_fails_at_once_and_a_hanging_llm_is_retried_by_policy(
+    stack: tuple[dict[str, str], FakeOpenAI, FakeDify],
+) -> None:
+    env, llm, _ = stack
+    url = env["PUNCHCLOCK_DATABASE_URL"]
+    args = json.dumps({"workflow": "daily_brief"})
+    cli(env, "schedules", "add", "brief-400", "--actor", "run_workflow", "--cron", "0 9 * * *", "--args", args)
+    llm.enqueue(Error(400, 'model "brief-model" does not exist'))
+    cli(env, "schedules", "trigger", "brief-400")
+    bad = finished(url, "brief-400", 1)[0]
+    assert (bad["state"], bad["attempts"]) == ("failed", 1)
+    assert 'LLM answered 400 Bad Request: model "brief-model" does not exist' in bad["error"]
+
+    # Every request hangs past the 1 s timeout: the client's own tries time out, the run is retried once by
+    # its schedule (max_retries 1), then fails; each attempt recorded as transient.
+    cli(
+        env,
+        "schedules",
+        "add",
+        "brief-hang",
+        "--actor",
+        "run_workflow",
+        "--cron",
+        "0 9 * * *",
+        "--args",
+        args,
+        "--max-retries",
+        "1",
+        "--min-backoff",
+        "100ms",
+        "--max-backoff",
+        "200ms",
+    )
+    llm.respond = lambda request: Hang(5)
+    cli(env, "schedules", "trigger", "brief-hang")
+    hung = finished(url, "brief-hang", 1)[0]
+    assert (hung["state"], hung["attempts"]) == ("failed", 2)
+    attempts = query(url, "SELECT state, error FROM run_attempts WHERE run_id = $1 ORDER BY attempt", hung["id"])
+    assert [a["state"] for a in attempts] == ["retrying", "failed"]
+    assert all("TransientError" in a["error"] for a in attempts)
