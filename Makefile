@@ -27,6 +27,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/tick.py
 	$(BIN)/python bench/fire_latency.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/llm_concurrency.py
 
 services:
 	bash .ci/services.sh

@@ -87,3 +87,33 @@ def test_one_trace_from_the_tick_to_the_llm_call(traced: tuple[Any, ...], sales:
 
     shown = punchclock("runs", "show", str(run["id"]), env=env)
     assert f"http://localhost:16686/trace/{run['trace_id']}" in shown.stdout
+
+
+def test_a_dependency_run_continues_its_upstreams_trace(traced: tuple[Any, ...]) -> None:
+    env, receiver, _, _ = traced
+    url = env["PUNCHCLOCK_DATABASE_URL"]
+    for args in (
+        ("schedules", "add", "upstream", "--actor", "probe", "--cron", "0 0 1 1 *", "--args", '{"output": 1}'),
+        ("schedules", "add", "downstream", "--actor", "probe", "--after", "upstream"),
+    ):
+        assert punchclock(*args, env=env).returncode == 0
+    assert punchclock("schedules", "trigger", "upstream", env=env).returncode == 0
+    runs = wait_for(
+        lambda: (
+            (rows := query(url, "SELECT * FROM runs WHERE state = 'succeeded' ORDER BY id")) and len(rows) == 2 and rows
+        ),
+        60,
+        "both runs",
+    )
+    up, down = runs
+    assert down["trigger"] == "dependency" and down["trace_id"] == up["trace_id"]
+
+    def complete() -> list[dict[str, Any]] | None:
+        spans = [s for s in receiver.spans() if s["trace_id"] == up["trace_id"]]
+        return spans if len([s for s in spans if s["name"] == "run probe"]) == 2 else None
+
+    spans = wait_for(complete, 30, "both run spans to be exported", interval=0.5)
+    by_run = {s["attributes"]["punchclock.run_id"]: s for s in spans if s["name"] == "run probe"}
+    fire = next(s for s in spans if s["name"] == "fire downstream")
+    assert fire["parent_span_id"] == by_run[up["id"]]["span_id"]
+    assert by_run[down["id"]]["parent_span_id"] == fire["span_id"]
