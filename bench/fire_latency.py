@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -21,18 +20,14 @@ from pathlib import Path
 
 import asyncpg
 
-from app.db.embedded import embedded_database_url
+PROJECT = str(Path(__file__).resolve().parent.parent)
+if PROJECT not in sys.path:  # ``python bench/fire_latency.py`` puts bench/ first on sys.path, not the project
+    sys.path.insert(0, PROJECT)
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from bench import harness  # noqa: E402
+
 DATABASE = "punchclock_bench_latency"
 AIM_MS = 100.0
-
-
-def with_database(url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 async def sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
@@ -47,30 +42,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instants", type=int, default=2, help="minute instants to wait for")
     args = parser.parse_args()
-    admin = os.environ.get("PUNCHCLOCK_DATABASE_URL") or embedded_database_url(ROOT / ".punchclock" / "bench-pgdata")
-    asyncio.run(sql(admin, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-    asyncio.run(sql(admin, f"CREATE DATABASE {DATABASE}"))
-    url = with_database(admin, DATABASE)
+    admin = harness.admin_database_url(os.environ.get("PUNCHCLOCK_DATABASE_URL"))
+    asyncio.run(harness.recreate_database(admin, DATABASE))
+    url = harness.with_path(admin, DATABASE)
     env = {
         **os.environ,
         "PUNCHCLOCK_DATABASE_URL": url,
         "PUNCHCLOCK_SCHEDULES_MODULE": "",
         "PUNCHCLOCK_LOG_LEVEL": "WARNING",
     }
-    add = [str(BIN / "punchclock"), "schedules", "add", "latency", "--actor", "probe", "--cron", "* * * * *"]
-    subprocess.run(add, cwd=ROOT, env=env, check=True, capture_output=True)
-    logs = ROOT / ".punchclock"
-    started = []
-    for command, log in (
-        ([str(BIN / "dramatiq"), "app.actors", "--processes", "1", "--threads", "4"], "bench-worker.log"),
-        ([str(BIN / "periodiq"), "app.actors"], "bench-clock.log"),
-    ):
-        with open(logs / log, "wb") as output:  # the child keeps its own copy of the descriptor
-            started.append(
-                subprocess.Popen(
-                    command, cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT
-                )
-            )
+    add = [str(harness.BIN / "punchclock"), "schedules", "add", "latency", "--actor", "probe", "--cron", "* * * * *"]
+    subprocess.run(add, cwd=harness.ROOT, env=env, check=True, capture_output=True)
+    logs = harness.ROOT / ".punchclock"
+    started = [
+        harness.start_process(command, env, logs / log)
+        for command, log in (
+            (harness.dramatiq_command("app.actors", threads=4), "bench-worker.log"),
+            ([str(harness.BIN / "periodiq"), "app.actors"], "bench-clock.log"),
+        )
+    ]
     print(f"waiting for {args.instants} minute instants (about {args.instants + 1} min)...", flush=True)
     query = "SELECT scheduled_for, started_at, state FROM runs WHERE state = 'succeeded' ORDER BY scheduled_for"
     try:
@@ -83,15 +73,8 @@ def main() -> int:
             time.sleep(1)
     finally:
         for process in started:
-            # SIGTERM to the main process only, as Ctrl-C or `docker stop` do: dramatiq forwards it once to its
-            # workers (a second SIGTERM interrupts their graceful stop and leaves Dramatiq's event loop running).
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-        asyncio.run(sql(admin, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+            harness.stop_process(process)
+        asyncio.run(harness.drop_database(admin, DATABASE))
     if len(rows) < args.instants:
         print(f"FAILED: only {len(rows)} runs succeeded; see .punchclock/bench-*.log")
         return 1
@@ -99,8 +82,8 @@ def main() -> int:
     for row, delay in zip(rows, delays, strict=True):
         print(f"{row['scheduled_for'].isoformat()}  actor started {delay:7.1f} ms after the instant")
     median = statistics.median(delays)
-    verdict = "met" if median <= AIM_MS else "NOT met"
-    print(f"cron instant -> actor start, median {median:.1f} ms, max {max(delays):.1f} ms: {verdict} (aim <= 100 ms)")
+    met = harness.verdict(median <= AIM_MS, f"<= {AIM_MS:.0f} ms")
+    print(f"cron instant -> actor start, median {median:.1f} ms, max {max(delays):.1f} ms: {met}")
     return 0
 
 

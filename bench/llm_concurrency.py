@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -35,25 +34,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import dramatiq
-import pika  # type: ignore[import-untyped]
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from app.db.embedded import embedded_database_url
-from app.db.migrate import migrate
-from app.db.pool import connect
 from app.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # ``python bench/llm_concurrency.py`` puts bench/ first, not the project
-    sys.path.insert(0, str(ROOT))
+PROJECT = str(Path(__file__).resolve().parent.parent)
+if PROJECT not in sys.path:  # ``python bench/llm_concurrency.py`` puts bench/ first on sys.path, not the project
+    sys.path.insert(0, PROJECT)
 
+from bench import harness  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 
-BIN = Path(sys.executable).parent
 DATABASE = "punchclock_bench_llm"
 VHOST = "punchclock_bench_llm"
 ACTOR, QUEUE = "llm_fanout", "bench_llm"  # bench/llm_workload.py
@@ -61,7 +54,7 @@ DONE = re.compile(r"llm_fanout done ok=(\d+) failed=(\d+) elapsed=([\d.]+)(?: er
 # The worker declares these in the bench's vhost too (app.actors' actors); deleted with the bench's own.
 QUEUES = (QUEUE, "default", "clock", "notify")
 MODEL = "bench-model"
-LOG = ROOT / ".punchclock" / "bench-llm-concurrency.log"
+LOG = harness.ROOT / ".punchclock" / "bench-llm-concurrency.log"
 READY = b"Worker process is ready for action."
 SAMPLE_S = 0.05
 POLL_S = 0.01
@@ -70,7 +63,7 @@ AIM_SECONDS = 15.0
 
 
 @dataclass
-class Outcome:
+class Outcome(harness.Checks):
     calls: int
     seconds: float | None = None  # send -> the server's last answer
     answered: int = 0
@@ -78,12 +71,6 @@ class Outcome:
     samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds since the send, in flight)
     max_in_flight: int = 0
     actor: tuple[int, int, float, str | None] | None = None  # ok, failed, elapsed, errors (the worker's own line)
-    failures: list[str] = field(default_factory=list)
-
-    def check(self, ok: bool, what: str) -> None:
-        print(f"  {'ok  ' if ok else 'FAIL'} {what}")
-        if not ok:
-            self.failures.append(what)
 
 
 def main() -> None:
@@ -98,18 +85,18 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> Outcome:
-    broker_url = with_path(settings.broker_url, VHOST)
-    ensure_vhost(broker_url)
-    admin_url = settings.database_url or embedded_database_url(ROOT / ".punchclock" / "bench-pgdata")
-    url = with_path(admin_url, DATABASE)
+    broker_url = harness.with_path(settings.broker_url, VHOST)
+    harness.ensure_vhost(broker_url)
+    admin_url = harness.admin_database_url(settings.database_url)
+    url = harness.with_path(admin_url, DATABASE)
     print(
-        f"broker {redact(broker_url)}, database {DATABASE}; {args.calls:,} calls, server delay {args.delay:g} s,"
-        f" fan-out concurrency {args.concurrency}; worker: --processes 1 --threads {args.threads};"
-        f" {os.cpu_count()} CPUs"
+        f"broker {harness.redact(broker_url)}, database {DATABASE}; {args.calls:,} calls,"
+        f" server delay {args.delay:g} s, fan-out concurrency {args.concurrency};"
+        f" worker: --processes 1 --threads {args.threads}; {os.cpu_count()} CPUs"
     )
     outcome = Outcome(args.calls)
-    delete_queues(broker_url)
-    asyncio.run(recreate_database(admin_url))
+    harness.delete_queues(broker_url, QUEUES, vhost=VHOST)
+    asyncio.run(harness.recreate_database(admin_url, DATABASE))
     try:
         with FakeOpenAI(delay=args.delay) as fake:
             env = {
@@ -126,8 +113,8 @@ def run(args: argparse.Namespace, settings: Settings) -> Outcome:
                 measure(args, broker_url, fake, process, outcome)
             check(args, fake, outcome)
     finally:
-        delete_queues(broker_url)
-        asyncio.run(drop_database(admin_url))
+        harness.delete_queues(broker_url, QUEUES, vhost=VHOST)
+        asyncio.run(harness.drop_database(admin_url, DATABASE))
     summary(args, outcome)
     return outcome
 
@@ -218,18 +205,19 @@ def summary(args: argparse.Namespace, outcome: Outcome) -> None:
             (
                 f"wall time, send -> {args.calls:,} answered",
                 f"{outcome.seconds:.2f} s",
-                verdict(outcome.seconds <= AIM_SECONDS, f"<= {AIM_SECONDS:.0f} s")
+                harness.verdict(outcome.seconds <= AIM_SECONDS, f"<= {AIM_SECONDS:.0f} s")
                 + f"; floor {ideal:.1f} s = {args.calls:,} x {args.delay:g} s / {args.concurrency}",
             ),
             ("calls per second", f"{args.calls / outcome.seconds:.0f}", ""),
         ]
     else:
-        rows.append((f"wall time, send -> {args.calls:,} answered", "not reached", verdict(False)))
+        rows.append((f"wall time, send -> {args.calls:,} answered", "not reached", harness.verdict(False)))
     rows += [
         (
             "max calls in flight (server)",
             f"{outcome.max_in_flight}",
-            verdict(outcome.max_in_flight >= AIM_IN_FLIGHT, f">= {AIM_IN_FLIGHT}") + f"; semaphore {args.concurrency}",
+            harness.verdict(outcome.max_in_flight >= AIM_IN_FLIGHT, f">= {AIM_IN_FLIGHT}")
+            + f"; semaphore {args.concurrency}",
         ),
         (
             "calls in flight, mean of the busy samples",
@@ -248,17 +236,9 @@ def summary(args: argparse.Namespace, outcome: Outcome) -> None:
             f"{args.calls:,} x {args.delay:g} s / {args.threads} in flight",
         )
     )
-    width = max(len(row[0]) for row in rows)
-    value_width = max(len(row[1]) for row in rows)
-    print("\n== summary")
-    for what, value, note in rows:
-        print(f"{what:<{width}}  {value:>{value_width}}  {note}".rstrip())
+    harness.print_summary(rows)
     if outcome.failures:
         print("checks failed: " + "; ".join(outcome.failures))
-
-
-def verdict(ok: bool, aim: str = "") -> str:
-    return ("met" if ok else "NOT met") + (f" (aim {aim})" if aim else "")
 
 
 # -- the worker process --------------------------------------------------------------------------------------------
@@ -267,12 +247,8 @@ def verdict(ok: bool, aim: str = "") -> str:
 @contextmanager
 def worker(threads: int, env: dict[str, str], boot_timeout: float = 120) -> Iterator[subprocess.Popen[bytes]]:
     """``dramatiq app.actors bench.llm_workload --processes 1 --threads N``, once it says it is ready."""
-    command = [str(BIN / "dramatiq"), "app.actors", "bench.llm_workload", "--processes", "1", "--threads", str(threads)]
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOG, "wb") as output:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT
-        )
+    command = harness.dramatiq_command("app.actors", "bench.llm_workload", threads=threads)
+    process = harness.start_process(command, env, LOG)
     try:
         deadline = time.monotonic() + boot_timeout
         while READY not in LOG.read_bytes():
@@ -283,95 +259,7 @@ def worker(threads: int, env: dict[str, str], boot_timeout: float = 120) -> Iter
             time.sleep(0.1)
         yield process
     finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the main process only, as Ctrl-C or ``docker stop`` do: dramatiq forwards it once to its worker
-    process (a second SIGTERM, e.g. to the whole group, interrupts the graceful stop and leaves Dramatiq's event
-    loop thread running). Killed, with its group, if it has not stopped in 30 s."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        print("the worker did not stop within 30 s of SIGTERM: killed")
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-# -- RabbitMQ ------------------------------------------------------------------------------------------------------
-
-
-def ensure_vhost(broker_url: str) -> None:
-    """Create the bench's vhost with ``rabbitmqctl`` when the broker refuses it (the usual case: it does not exist)."""
-    try:
-        pika.BlockingConnection(pika.URLParameters(broker_url)).close()
-        return
-    except pika.exceptions.AMQPConnectionError:
-        pass
-    user = urlsplit(broker_url).username or "guest"
-    commands = [["rabbitmqctl", "add_vhost", VHOST], ["rabbitmqctl", "set_permissions", "-p", VHOST, user] + [".*"] * 3]
-    try:
-        for command in commands:
-            subprocess.run(command, check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        shown = "; ".join(" ".join(f"'{part}'" if "*" in part else part for part in command) for command in commands)
-        raise SystemExit(f"cannot reach vhost {VHOST!r} nor create it ({exc}): run {shown}") from None
-    print(f"created the RabbitMQ vhost {VHOST!r} (rabbitmqctl add_vhost, set_permissions for {user!r})")
-
-
-def delete_queues(broker_url: str) -> None:
-    """Delete the bench's queues (and their delay and dead-letter queues), in its own vhost only."""
-    assert urlsplit(broker_url).path == f"/{VHOST}"
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        channel = connection.channel()
-        for queue in QUEUES:
-            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-                try:
-                    channel.queue_delete(name)
-                except pika.exceptions.ChannelClosedByBroker:
-                    channel = connection.channel()
-    finally:
-        connection.close()
-
-
-# -- PostgreSQL ----------------------------------------------------------------------------------------------------
-
-
-async def recreate_database(admin_url: str) -> None:
-    await drop_database(admin_url)
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await admin.close()
-    conn = await connect(with_path(admin_url, DATABASE))
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
-async def drop_database(admin_url: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    finally:
-        await admin.close()
-
-
-def with_path(url: str, name: str) -> str:
-    """``url`` pointing at database or vhost ``name`` (host and unix-socket URLs alike)."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+        harness.stop_process(process)
 
 
 if __name__ == "__main__":

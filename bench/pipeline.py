@@ -48,7 +48,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import dramatiq
@@ -56,19 +55,22 @@ import pika  # type: ignore[import-untyped]
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.clock import publish_unpublished
-from app.db.embedded import embedded_database_url
-from app.db.migrate import migrate
-from app.db.pool import connect, create_pool
+from app.db.pool import create_pool
 from app.publisher import Publisher
 from app.schedule import Schedule
 from app.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+PROJECT = str(Path(__file__).resolve().parent.parent)
+if PROJECT not in sys.path:  # ``python bench/pipeline.py`` puts bench/ first on sys.path, not the project
+    sys.path.insert(0, PROJECT)
+
+from bench import harness  # noqa: E402
+
 DATABASE = "punchclock_bench_pipeline"
 VHOST = "punchclock_bench"
 BARE_ACTOR, BARE_QUEUE = "noop", "bench"  # bench/bare_actors.py
 FULL_QUEUES = ("default", "clock", "notify")  # the queues of app.actors' actors; probe's is "default"
+QUEUES = (BARE_QUEUE, *FULL_QUEUES)  # deleted, with their delay and dead-letter queues, from the bench's vhost
 SCHEDULE = "bench-pipeline"
 BARE_POLL_S = 0.005
 FULL_POLL_S = 0.1
@@ -134,14 +136,8 @@ class Phase:
 
 
 @dataclass
-class Results:
+class Results(harness.Checks):
     phases: list[Phase] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-    def check(self, ok: bool, what: str) -> None:
-        print(f"  {'ok  ' if ok else 'FAIL'} {what}")
-        if not ok:
-            self.failures.append(what)
 
 
 def main() -> None:
@@ -154,24 +150,24 @@ def main() -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> Results:
-    broker_url = with_path(settings.broker_url, VHOST)
-    ensure_vhost(broker_url)
-    admin_url = settings.database_url or embedded_database_url(ROOT / ".punchclock" / "bench-pgdata")
-    url = with_path(admin_url, DATABASE)
+    broker_url = harness.with_path(settings.broker_url, VHOST)
+    harness.ensure_vhost(broker_url)
+    admin_url = harness.admin_database_url(settings.database_url)
+    url = harness.with_path(admin_url, DATABASE)
     print(
-        f"broker {redact(broker_url)}, database {DATABASE}, {args.messages:,} messages per phase,"
+        f"broker {harness.redact(broker_url)}, database {DATABASE}, {args.messages:,} messages per phase,"
         f" workers: --processes 1 --threads {args.threads}; {os.cpu_count()} CPUs"
     )
     results = Results()
-    delete_queues(broker_url)
-    await recreate_database(admin_url)
+    harness.delete_queues(broker_url, QUEUES, vhost=VHOST)
+    await harness.recreate_database(admin_url, DATABASE, track_functions=True)
     try:
         results.phases.append(bare(args, settings.publish_threads, broker_url, results))
         for lease in (False, True):
             results.phases.append(await full_stack(args, settings, broker_url, admin_url, url, results, lease=lease))
     finally:
-        delete_queues(broker_url)
-        await drop_database(admin_url)
+        harness.delete_queues(broker_url, QUEUES, vhost=VHOST)
+        await harness.drop_database(admin_url, DATABASE)
     summary(results)
     return results
 
@@ -194,7 +190,7 @@ def bare(args: argparse.Namespace, threads: int, broker_url: str, results: Resul
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(lambda n: [actor.send() for _ in range(n)], split(phase.messages, threads)))
             phase.publish_seconds = time.perf_counter() - started
-            waiting = queue_length(broker_url, BARE_QUEUE)
+            waiting = harness.queue_length(broker_url, BARE_QUEUE)
             prefetched = 2 * args.threads  # delivered to the paused worker, not yet acknowledged
             results.check(
                 phase.messages - prefetched <= waiting <= phase.messages,
@@ -204,7 +200,7 @@ def bare(args: argparse.Namespace, threads: int, broker_url: str, results: Resul
             resumed = time.perf_counter()
             dramatiq_worker.resume()
             deadline = resumed + 60 + phase.messages / 500
-            with amqp_channel(broker_url) as channel:
+            with harness.amqp_channel(broker_url) as channel:
                 while waiting and time.perf_counter() < deadline:
                     time.sleep(BARE_POLL_S)
                     waiting = channel.queue_declare(BARE_QUEUE, passive=True).method.message_count
@@ -214,7 +210,7 @@ def bare(args: argparse.Namespace, threads: int, broker_url: str, results: Resul
         broker.close()
     phase.worker_cpu = cpu_delta(before[0], after[0])
     phase.rabbitmq_cpu = cpu_delta(before[1], after[1]) if after[1] else None
-    left = queue_length(broker_url, BARE_QUEUE)  # the worker is gone: anything unacknowledged is back
+    left = harness.queue_length(broker_url, BARE_QUEUE)  # the worker is gone: anything unacknowledged is back
     results.check(left == 0, f"{left:,} messages left in {BARE_QUEUE!r} once the worker stopped, expected 0")
     print(f"published in {phase.publish_seconds:.2f} s (not measured)")
     phase.report()
@@ -257,7 +253,7 @@ async def full_stack(
     }
     pool = await create_pool(url, 4)
     try:
-        await pool.execute("TRUNCATE runs, run_attempts, run_locks, notifications, schedules RESTART IDENTITY")
+        await pool.execute(harness.EMPTY_TABLES)
         with worker("app.actors", args.threads, env, "lease" if lease else "allow") as dramatiq_worker:
             dramatiq_worker.wait_booted(broker_url, "default")
             dramatiq_worker.pause()
@@ -275,7 +271,7 @@ async def full_stack(
         await pool.close()
         publisher.close()
         broker.close()
-    left = queue_length(broker_url, "default")
+    left = harness.queue_length(broker_url, "default")
     results.check(left == 0, f"{left:,} messages left in 'default' once the worker stopped, expected 0")
     print(f"published by publish_unpublished in {phase.publish_seconds:.2f} s (not measured)")
     phase.report()
@@ -396,23 +392,13 @@ class Worker:
         # (a second SIGTERM interrupts their graceful stop and leaves Dramatiq's event loop running). A stopped
         # worker process must be continued first, or it never handles it.
         self.resume()
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        harness.stop_process(self.process)
 
 
 @contextmanager
 def worker(module: str, threads: int, env: dict[str, str], label: str) -> Iterator[Worker]:
-    log = ROOT / ".punchclock" / f"bench-pipeline-{label}.log"
-    command = [str(BIN / "dramatiq"), module, "--processes", "1", "--threads", str(threads)]
-    with open(log, "wb") as output:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT
-        )
-    running = Worker(process, log)
+    log = harness.ROOT / ".punchclock" / f"bench-pipeline-{label}.log"
+    running = Worker(harness.start_process(harness.dramatiq_command(module, threads=threads), env, log), log)
     try:
         yield running
     finally:
@@ -455,62 +441,14 @@ def rabbitmq_pids() -> list[int]:
 # -- RabbitMQ ------------------------------------------------------------------------------------------------------
 
 
-def ensure_vhost(broker_url: str) -> None:
-    """Create the bench's vhost with ``rabbitmqctl`` when the broker refuses it (the usual case: it does not exist)."""
-    try:
-        pika.BlockingConnection(pika.URLParameters(broker_url)).close()
-        return
-    except pika.exceptions.AMQPConnectionError:
-        pass
-    user = urlsplit(broker_url).username or "guest"
-    commands = [["rabbitmqctl", "add_vhost", VHOST], ["rabbitmqctl", "set_permissions", "-p", VHOST, user] + [".*"] * 3]
-    try:
-        for command in commands:
-            subprocess.run(command, check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        shown = "; ".join(" ".join(f"'{part}'" if "*" in part else part for part in command) for command in commands)
-        raise SystemExit(f"cannot reach vhost {VHOST!r} nor create it ({exc}): run {shown}") from None
-    print(f"created the RabbitMQ vhost {VHOST!r} (rabbitmqctl add_vhost, set_permissions for {user!r})")
-
-
-@contextmanager
-def amqp_channel(broker_url: str) -> Iterator[Any]:
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
-
-
-def queue_length(broker_url: str, queue: str) -> int:
-    with amqp_channel(broker_url) as channel:
-        count: int = channel.queue_declare(queue, passive=True).method.message_count
-        return count
-
-
 def consumers(broker_url: str, queue: str) -> int:
     """Consumers on ``queue``; 0 while it does not exist yet."""
-    with amqp_channel(broker_url) as channel:
+    with harness.amqp_channel(broker_url) as channel:
         try:
             count: int = channel.queue_declare(queue, passive=True).method.consumer_count
         except pika.exceptions.ChannelClosedByBroker:
             return 0
         return count
-
-
-def delete_queues(broker_url: str) -> None:
-    """Delete the bench's queues (and their delay and dead-letter queues) in its own vhost."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        channel = connection.channel()
-        for queue in (BARE_QUEUE, *FULL_QUEUES):
-            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-                try:
-                    channel.queue_delete(name)
-                except pika.exceptions.ChannelClosedByBroker:
-                    channel = connection.channel()
-    finally:
-        connection.close()
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -520,48 +458,11 @@ def split(total: int, parts: int) -> list[int]:
 # -- PostgreSQL ----------------------------------------------------------------------------------------------------
 
 
-async def recreate_database(admin_url: str) -> None:
-    await drop_database(admin_url)
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {DATABASE}")
-        try:  # counts calls of PL/pgSQL functions (start, finish); superuser only, and only a detail
-            await admin.execute(f"ALTER DATABASE {DATABASE} SET track_functions = 'pl'")
-        except asyncpg.InsufficientPrivilegeError:
-            print("(not a superuser: no per-function call counts)")
-    finally:
-        await admin.close()
-    conn = await connect(with_path(admin_url, DATABASE))
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
-async def drop_database(admin_url: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    finally:
-        await admin.close()
-
-
 async def wait_no_backends(admin: asyncpg.Connection[Any], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
     while await admin.fetchval(query, DATABASE) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-
-
-def with_path(url: str, name: str) -> str:
-    """``url`` pointing at database or vhost ``name`` (host and unix-socket URLs alike)."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 # -- summary -------------------------------------------------------------------------------------------------------
@@ -575,7 +476,7 @@ def summary(results: Results) -> None:
         (
             "  full stack / bare",
             f"{allow.rate / bare_phase.rate:.0%}",
-            verdict(allow.rate / bare_phase.rate >= AIM_RATIO, f">= {AIM_RATIO:.0%}"),
+            harness.verdict(allow.rate / bare_phase.rate >= AIM_RATIO, f">= {AIM_RATIO:.0%}"),
         ),
         (f"{lease.name}", f"{lease.rate:,.0f} runs/s", f"{lease.rate / bare_phase.rate:.0%} of bare"),
         ("worker CPU per message: bare", bare_phase.per_message_ms(bare_phase.worker_cpu), ""),
@@ -597,7 +498,7 @@ def summary(results: Results) -> None:
             (
                 f"database round trips per run ({phase.name.split(', ')[1]})",
                 f"{trips:.2f}",
-                verdict(trips <= AIM_ROUND_TRIPS, f"<= {AIM_ROUND_TRIPS:.0f}")
+                harness.verdict(trips <= AIM_ROUND_TRIPS, f"<= {AIM_ROUND_TRIPS:.0f}")
                 + f"; expected {EXPECTED_ROUND_TRIPS} from the code",
             )
         )
@@ -609,11 +510,7 @@ def summary(results: Results) -> None:
             f"{ISSUE_ONE_INSERT / ISSUE_BARE:.0%} of bare",
         ),
     ]
-    width = max(len(row[0]) for row in rows)
-    value_width = max(len(row[1]) for row in rows)
-    print("\n== summary")
-    for what, value, note in rows:
-        print(f"{what:<{width}}  {value:>{value_width}}  {note}".rstrip())
+    harness.print_summary(rows)
     print(
         f"Round trips: transactions of the scratch database during the drain (pg_stat_database), less the bench's own"
         f" polls, per run. Expected {EXPECTED_ROUND_TRIPS}: start + finish, one statement each on the worker"
@@ -621,10 +518,6 @@ def summary(results: Results) -> None:
     )
     if results.failures:
         print("checks failed: " + "; ".join(results.failures))
-
-
-def verdict(ok: bool, aim: str = "") -> str:
-    return ("met" if ok else "NOT met") + (f" (aim {aim})" if aim else "")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import os
 import queue
 import resource
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,17 +39,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import dramatiq
 import pika  # type: ignore[import-untyped]
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.clock import TickReport, fire_due
-from app.db.embedded import embedded_database_url
-from app.db.migrate import migrate
-from app.db.pool import connect, create_pool
+from app.db.pool import create_pool
 from app.db.queries import sql
 from app.publisher import Publisher, PublishOutcome, run_message
 from app.settings import Settings
@@ -56,12 +53,16 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.db.pool import Pool
 
-ROOT = Path(__file__).resolve().parent.parent
+PROJECT = str(Path(__file__).resolve().parent.parent)
+if PROJECT not in sys.path:  # ``python bench/tick.py`` puts bench/ first on sys.path, not the project
+    sys.path.insert(0, PROJECT)
+
+from bench import harness  # noqa: E402
+
 DATABASE = "punchclock_bench"
 QUEUE = "punchclock_bench"
 """The bench's own queue, not ``default``: purging ``default`` would wipe real work (and the tests' messages,
 when they run at the same time). The queue's name changes nothing in what is measured."""
-QUEUES = (QUEUE, f"{QUEUE}.DQ", f"{QUEUE}.XQ")
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 """Where schedules not due wait: later than any instant the bench fires."""
 SMALL_REPEATS = 5
@@ -99,7 +100,7 @@ class TimedPublisher(Publisher):
 
 
 @dataclass
-class Results:
+class Results(harness.Checks):
     ceiling_msgs: list[float] = field(default_factory=list)
     parallel_ceiling_msgs: float = 0.0
     fanout_runs: float = 0.0
@@ -108,12 +109,6 @@ class Results:
     small_publish_ms: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
     rss_kib: dict[str, tuple[int, int]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-
-    def check(self, ok: bool, what: str) -> None:
-        print(f"  {'ok  ' if ok else 'FAIL'} {what}")
-        if not ok:
-            self.failures.append(what)
 
 
 @dataclass
@@ -149,15 +144,15 @@ def main() -> None:
 
 async def run(args: argparse.Namespace, settings: Settings) -> Results:
     confirm = not args.no_confirm
-    admin_url = settings.database_url or embedded_database_url(ROOT / ".punchclock" / "bench-pgdata")
+    admin_url = harness.admin_database_url(settings.database_url)
     broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=confirm, middleware=[])
     dramatiq.actor(actor_name="probe", queue_name=QUEUE, broker=broker)(lambda **kwargs: None)
     print(
-        f"broker {redact(settings.broker_url)} (queue {QUEUE!r}), publisher confirms {'on' if confirm else 'off'},"
-        f" batch {args.batch}"
+        f"broker {harness.redact(settings.broker_url)} (queue {QUEUE!r}),"
+        f" publisher confirms {'on' if confirm else 'off'}, batch {args.batch}"
     )
-    await recreate_database(admin_url)
-    pool = await create_pool(with_database(admin_url, DATABASE), 4)
+    await harness.recreate_database(admin_url, DATABASE)
+    pool = await create_pool(harness.with_path(admin_url, DATABASE), 4)
     bench = Bench(args, settings.broker_url, broker, TimedPublisher(broker, settings.publish_threads), pool)
     try:
         record_rss(bench.results, "start")
@@ -172,37 +167,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> Results:
     finally:
         await pool.close()
         broker.close()
-        delete_queues(settings.broker_url)
-        await drop_database(admin_url)
+        harness.delete_queues(settings.broker_url, [QUEUE])
+        await harness.drop_database(admin_url, DATABASE)
     summary(bench, confirm)
     return bench.results
-
-
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` (host and unix-socket URLs alike)."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def recreate_database(admin_url: str) -> None:
-    await drop_database(admin_url)
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await admin.close()
-    conn = await connect(with_database(admin_url, DATABASE))
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
-async def drop_database(admin_url: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    finally:
-        await admin.close()
 
 
 def ceiling(bench: Bench) -> None:
@@ -216,7 +184,7 @@ def ceiling(bench: Bench) -> None:
     for run_id in range(count):
         bench.broker.enqueue(run_message({"id": run_id, "actor": "probe", "args": {}, "options": options}, QUEUE))
     seconds = time.perf_counter() - started
-    waiting = queue_length(bench.broker_url)
+    waiting = harness.queue_length(bench.broker_url, QUEUE)
     purge(bench.broker_url)
     bench.results.ceiling_msgs.append(count / seconds)
     print(f"{count:,} messages in {seconds:.2f} s = {count / seconds:,.0f} msg/s")
@@ -240,7 +208,7 @@ def parallel_ceiling(bench: Bench) -> None:
         started = time.perf_counter()
         list(pool.map(send, [range(i, count, threads) for i in range(threads)]))
         seconds = time.perf_counter() - started
-    waiting = queue_length(bench.broker_url)
+    waiting = harness.queue_length(bench.broker_url, QUEUE)
     purge(bench.broker_url)
     bench.results.parallel_ceiling_msgs = count / seconds
     print(f"{count:,} messages in {seconds:.2f} s = {count / seconds:,.0f} msg/s")
@@ -252,14 +220,11 @@ async def fanout(bench: Bench) -> None:
     print(f"\n== fan-out: {count:,} schedules due at once")
     purge(bench.broker_url)
     at = minute_instant()
-    async with bench.pool.acquire() as conn:
-        await conn.execute("TRUNCATE runs, schedules RESTART IDENTITY")
-        await conn.execute(INSERT_SCHEDULES, count, count, at, FAR_FUTURE)
-        await conn.execute("ANALYZE schedules")
+    await seed(bench, count, count, at)
     report, seconds, publishing = await bench.fire(at + timedelta(seconds=1), batch=bench.args.batch)
     async with bench.pool.acquire() as conn:
         enqueued = await conn.fetchval("SELECT count(*) FROM runs WHERE state = 'enqueued'")
-    waiting = queue_length(bench.broker_url)
+    waiting = harness.queue_length(bench.broker_url, QUEUE)
     purge(bench.broker_url)
     r.fanout_runs, r.fanout_publish_share = count / seconds, publishing / seconds
     print(f"{report}: {seconds:.2f} s = {r.fanout_runs:,.0f} runs/s")
@@ -277,10 +242,8 @@ async def small_tick(bench: Bench) -> None:
     print(f"\n== small tick: {due:,} of {total:,} schedules due")
     purge(bench.broker_url)
     at = minute_instant()
+    await seed(bench, total, due, at)
     async with bench.pool.acquire() as conn:
-        await conn.execute("TRUNCATE runs, schedules RESTART IDENTITY")
-        await conn.execute(INSERT_SCHEDULES, total, due, at, FAR_FUTURE)
-        await conn.execute("ANALYZE schedules")
         plan = await conn.fetch("EXPLAIN " + sql("claim_due_schedules"), at + timedelta(seconds=1), bench.args.batch)
     print("EXPLAIN claim_due_schedules:")
     for row in plan:
@@ -297,6 +260,15 @@ async def small_tick(bench: Bench) -> None:
     purge(bench.broker_url)
     print("ms per tick:           " + ", ".join(f"{ms:5.1f}" for ms in r.small_ms))
     print("of which publishing:   " + ", ".join(f"{ms:5.1f}" for ms in r.small_publish_ms))
+
+
+async def seed(bench: Bench, total: int, due: int, at: datetime) -> None:
+    """Emptied tables, then ``total`` schedules of which the first ``due`` are due at ``at``; analyzed, so that the
+    claim query's plan is the one a real table of that size gets."""
+    async with bench.pool.acquire() as conn:
+        await conn.execute(harness.EMPTY_TABLES)
+        await conn.execute(INSERT_SCHEDULES, total, due, at, FAR_FUTURE)
+        await conn.execute("ANALYZE schedules")
 
 
 async def latency(bench: Bench) -> None:
@@ -337,34 +309,7 @@ def consumer(broker_url: str) -> Iterator[queue.Queue[float]]:
 
 
 def purge(broker_url: str) -> None:
-    _each_queue(broker_url, "queue_purge")
-
-
-def delete_queues(broker_url: str) -> None:
-    _each_queue(broker_url, "queue_delete")
-
-
-def _each_queue(broker_url: str, method: str) -> None:
-    """Purge or delete the bench's queue and its delay and dead-letter queues; one not declared needs nothing."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        channel = connection.channel()
-        for name in QUEUES:
-            try:
-                getattr(channel, method)(name)
-            except pika.exceptions.ChannelClosedByBroker:
-                channel = connection.channel()
-    finally:
-        connection.close()
-
-
-def queue_length(broker_url: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        count: int = connection.channel().queue_declare(QUEUE, passive=True).method.message_count
-        return count
-    finally:
-        connection.close()
+    harness.purge_queues(broker_url, [QUEUE])
 
 
 def minute_instant() -> datetime:
@@ -381,12 +326,6 @@ def record_rss(r: Results, moment: str) -> None:
     except OSError:  # not Linux: the peak alone
         current = 0
     r.rss_kib[moment] = (peak, current)
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 def summary(bench: Bench, confirm: bool) -> None:
@@ -406,7 +345,7 @@ def summary(bench: Bench, confirm: bool) -> None:
             f"{r.fanout_runs:,.0f} runs/s",
             f"{r.fanout_publish_share:.0%} of it publishing",
         ),
-        ("fan-out / ceiling", f"{ratio:.0%}", verdict(ratio >= AIM_RATIO, f">= {AIM_RATIO:.0%}")),
+        ("fan-out / ceiling", f"{ratio:.0%}", harness.verdict(ratio >= AIM_RATIO, f">= {AIM_RATIO:.0%}")),
         (
             f"bare publish on {bench.publisher.threads} threads (the publisher's)",
             f"{r.parallel_ceiling_msgs:,.0f} msg/s",
@@ -415,36 +354,28 @@ def summary(bench: Bench, confirm: bool) -> None:
         (
             f"small tick: {args.small_due:,} of {args.schedules_total:,}, median",
             f"{small_median:.1f} ms",
-            verdict(small_median <= AIM_SMALL_MS, f"<= {AIM_SMALL_MS:.0f} ms")
+            harness.verdict(small_median <= AIM_SMALL_MS, f"<= {AIM_SMALL_MS:.0f} ms")
             + f"; publishing {statistics.median(r.small_publish_ms):.1f} ms of it",
         ),
-        (f"small tick: max of {SMALL_REPEATS}", f"{small_max:.1f} ms", verdict(small_max <= AIM_SMALL_MS)),
+        (f"small tick: max of {SMALL_REPEATS}", f"{small_max:.1f} ms", harness.verdict(small_max <= AIM_SMALL_MS)),
         (
             "fire -> message delivered, median",
             f"{delivery_median:.1f} ms",
-            verdict(delivery_median <= AIM_DELIVERY_MS, f"<= {AIM_DELIVERY_MS:.0f} ms"),
+            harness.verdict(delivery_median <= AIM_DELIVERY_MS, f"<= {AIM_DELIVERY_MS:.0f} ms"),
         ),
         (
             f"fire -> message delivered, max of {LATENCY_REPEATS}",
             f"{delivery_max:.1f} ms",
-            verdict(delivery_max <= AIM_DELIVERY_MS),
+            harness.verdict(delivery_max <= AIM_DELIVERY_MS),
         ),
     ]
     rows += [
         (f"RSS {moment} (peak / now)", f"{peak / 1024:.0f} / {now / 1024:.0f} MiB", "")
         for moment, (peak, now) in r.rss_kib.items()
     ]
-    width = max(len(row[0]) for row in rows)
-    value_width = max(len(row[1]) for row in rows)
-    print("\n== summary")
-    for what, value, note in rows:
-        print(f"{what:<{width}}  {value:>{value_width}}  {note}".rstrip())
+    harness.print_summary(rows)
     if r.failures:
         print("checks failed: " + "; ".join(r.failures))
-
-
-def verdict(ok: bool, aim: str = "") -> str:
-    return ("met" if ok else "NOT met") + (f" (aim {aim})" if aim else "")
 
 
 if __name__ == "__main__":
