@@ -26,7 +26,7 @@ from app.errors import InvalidInput
 from app.middleware.database import DatabasePool
 from app.overlap import resolve_lease
 from app.runs import FinishOutcome, RunState, fail_unstartable, finish_attempt, start_run
-from app.tracing import current_trace_id
+from app.tracing import current_trace_id, scrub_urls
 from app.transient import RunCancelled
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ def _attempt_end(
     """(state, output, error) of the attempt that just ended."""
     if exception is None:
         return RunState.SUCCEEDED, _jsonable(result), None
-    error = f"{type(exception).__name__}: {exception}".rstrip(": ")
+    # URLs in an error (httpx puts the request's in its messages) may carry tokens: stored redacted.
+    error = scrub_urls(f"{type(exception).__name__}: {exception}".rstrip(": "))
     if isinstance(exception, RunCancelled):
         return RunState.CANCELLED, None, "cancelled by punchclock runs cancel"
     reason = message.options.get("failure_reason")

@@ -373,3 +373,30 @@ def test_cancelled_runs_that_had_not_started_never_start(stack: Stack) -> None:
         assert stack.run(run_id)["state"] == "cancelled"
     assert stack.run(waiting)["attempts"] == 0
     assert stack.run(retrying)["attempts"] == 1
+
+
+class NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_token_in_a_failing_url_is_not_stored_with_the_error(stack: Stack) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # httpx names the URL in its error ("Client error '404 Not Found' for url '...'"): the token must go.
+        url = f"http://127.0.0.1:{server.server_port}/hook?access_token=s3cr3t-t0ken-value"
+        add(stack, "leaky", args={"url": url})
+        run = stack.wait_state(stack.trigger("leaky"), "failed")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "404 Not Found" in run["error"] and "access_token=" in run["error"]
+    assert "s3cr3t-t0ken-value" not in run["error"]
+    attempts = stack.query("SELECT error FROM run_attempts WHERE run_id = $1", run["id"])
+    assert all("s3cr3t-t0ken-value" not in a["error"] for a in attempts)
