@@ -55,6 +55,27 @@ class _DropResultWarning(logging.Filter):
         return "haven't added the Results middleware" not in record.getMessage()
 
 
+class RedactUrls(logging.Filter):
+    """Other libraries' log lines name request URLs in full (httpx at INFO; Dramatiq's "Failed to process
+    message" with the exception's traceback, where httpx's error names the URL): a token in a query or a
+    webhook path would reach the logs. This rewrites the message and the traceback text with the URLs
+    redacted, the way spans and run errors keep them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from app.tracing import scrub_urls  # tracing imports settings; logs stays importable on its own
+
+        record.msg, record.args = scrub_urls(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub_urls(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = scrub_urls(record.exc_text)
+        return True
+
+
+# Loggers of libraries that log URLs or the errors that carry them.
+URL_LOGGERS = ("httpx", "dramatiq.worker.WorkerThread")
+
+
 def configure_logging(level: str, fmt: str) -> None:
     logger = logging.getLogger("app")
     logger.handlers.clear()
@@ -64,3 +85,7 @@ def configure_logging(level: str, fmt: str) -> None:
     logger.setLevel(level.upper())
     logger.propagate = False
     logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_DropResultWarning())
+    for name in URL_LOGGERS:
+        library = logging.getLogger(name)
+        if not any(isinstance(f, RedactUrls) for f in library.filters):
+            library.addFilter(RedactUrls())
