@@ -85,12 +85,6 @@ class Run:
         values["state"] = RunState(values["state"])
         return cls(**values)
 
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at).total_seconds()
-
 
 async def get_run(conn: Connection, run_id: int) -> Run:
     row = await conn.fetchrow(sql("get_run"), run_id)
