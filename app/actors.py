@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ from app.ai.config import LLMConfig
 from app.ai.dify import DifyClient
 from app.ai.llm import LLM
 from app.boot import load_code_schedules, load_dify_apps, prepare_database
-from app.broker import build_broker
+from app.broker import ClockActor, build_broker
 from app.db.pool import database_url
 from app.errors import ConfigurationError
 from app.logs import configure_logging
@@ -35,6 +34,7 @@ from app.middleware.tracing import Tracing
 from app.notify.sender import deliver
 from app.notify.store import create_notifications
 from app.publisher import Publisher
+from app.recovery import Sweep
 from app.settings import Settings
 from app.tracing import setup_tracing
 from app.workflows.builtin import BUILTIN_WORKFLOWS
@@ -55,10 +55,6 @@ async def _on_database_ready(pool: Pool) -> None:
     await prepare_database(pool, schedules, runnable_actors)
 
 
-async def _create_notifications(pool: Pool, run_id: int, event: str, targets: Sequence[str]) -> list[int]:
-    return await create_notifications(pool, run_id, event, targets)
-
-
 publisher: Publisher  # set below, once the broker exists; the lambdas read it late
 
 
@@ -68,15 +64,21 @@ def _send_notification(notification_id: int) -> None:
 
 database = DatabasePool(lambda: database_url(settings), settings.db_pool_size, _on_database_ready)
 http = HttpClient()
-lifecycle = RunLifecycle(
-    database,
-    publish_pending=lambda pool: clock.publish_unpublished(pool, publisher),
-    lock_ttl=lock_ttl,
-    create_notifications=_create_notifications,
-    send_notification=_send_notification,
-)
 # Beat well inside the lease, and often enough that `runs cancel` lands within about a second.
 heartbeat = RunHeartbeat(database, lock_ttl=lock_ttl, interval=min(lock_ttl / 3, timedelta(seconds=1)))
+lifecycle = RunLifecycle(
+    database,
+    heartbeat,
+    publish_pending=lambda pool: clock.publish_unpublished(pool, publisher),
+    lock_ttl=lock_ttl,
+    create_notifications=create_notifications,
+    send_notification=_send_notification,
+)
+recovery = Sweep(
+    republish_after=timedelta(seconds=settings.republish_after_seconds),
+    create_notifications=create_notifications,
+    send_notification=_send_notification,
+)
 broker = build_broker(
     settings,
     tracing=Tracing(tracer_provider),
@@ -89,11 +91,14 @@ dramatiq.set_broker(broker)
 publisher = Publisher(broker, threads=settings.publish_threads)
 
 
-# The tick only fans out: never retried (periodiq drops late ticks anyway, and the next tick catches up),
-# on its own queue so a backlog of runs never delays it.
-@dramatiq.actor(periodic=cron("* * * * *"), queue_name="clock", max_retries=0, time_limit=55_000)
+# The tick only fans out and sweeps: never retried (periodiq drops late ticks anyway, and the next tick catches
+# up), on its own queue so a backlog of runs never delays it. Sent by periodiq through ClockActor, which
+# survives a broker outage.
+@dramatiq.actor(
+    periodic=cron("* * * * *"), queue_name="clock", max_retries=0, time_limit=55_000, actor_class=ClockActor
+)
 def tick() -> None:
-    database.run(lambda pool: clock.tick(pool, publisher, batch=settings.tick_batch))
+    database.run(lambda pool: clock.tick(pool, publisher, batch=settings.tick_batch, recovery=recovery))
 
 
 def _run(flow_name: str, params: dict[str, Any]) -> Any:
@@ -107,7 +112,7 @@ def _run(flow_name: str, params: dict[str, Any]) -> Any:
             flow,
             params,
             run_id=options.get("run_id"),
-            attempt=1 + options.get("retries", 0),
+            attempt=options.get("attempt") or 1 + options.get("retries", 0),
             pool=pool,
             http=http.client,
             llm=lambda: LLM(http.client, llm_config, tracer_provider=tracer_provider),
@@ -172,6 +177,7 @@ __all__ = [
     "lifecycle",
     "notify",
     "publisher",
+    "recovery",
     "runnable_actors",
     "schedules",
     "settings",

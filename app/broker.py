@@ -6,9 +6,13 @@ in-memory broker, same middleware, one process.
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+from typing import Any
+
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import (
     AgeLimit,
     AsyncIO,
@@ -27,7 +31,10 @@ from app.middleware.http_client import HttpClient
 from app.middleware.retries import Retries
 from app.middleware.run_lifecycle import RunLifecycle
 from app.middleware.tracing import Tracing
+from app.rabbitmq import FencedRabbitmqBroker
 from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 MEMORY_BROKER = "memory://"
 # Dramatiq's own defaults (20 retries, backoff up to 7 days) outlive RabbitMQ's 30-minute consumer_timeout;
@@ -76,4 +83,31 @@ def build_broker(
         raise ConfigurationError(
             f'PUNCHCLOCK_BROKER_URL="{settings.broker_url}": use amqp://user:pass@host:5672/vhost, or memory://'
         )
-    return RabbitmqBroker(url=settings.broker_url, confirm_delivery=settings.confirm_delivery, middleware=middleware)
+    return FencedRabbitmqBroker(
+        url=settings.broker_url, confirm_delivery=settings.confirm_delivery, middleware=middleware
+    )
+
+
+class ClockActor(dramatiq.Actor[..., Any]):
+    """The tick's actor class. periodiq sends the tick from its own loop, and an exception from a send ends
+    the whole clock process ("Unhandled error ... ConnectionClosed"); no cron run would fire until someone
+    restarted it. A send the broker cannot take is logged and dropped instead: the next minute's tick fires
+    whatever this one would have (the database knows what is due, by each schedule's misfire policy), so the
+    clock outlives broker outages of any length and catches up when the broker returns."""
+
+    def send_with_options(
+        self,
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        delay: timedelta | int | None = None,
+        **options: Any,
+    ) -> dramatiq.Message[Any]:
+        try:
+            return super().send_with_options(args=args, kwargs=kwargs, delay=delay, **options)
+        except BrokerConnectionError as exc:
+            logger.error(
+                "tick not sent: the broker is unreachable; the next tick catches up",
+                extra={"action": "tick_not_sent", "error": str(exc)},
+            )
+            return self.message_with_options(args=args, kwargs=kwargs, **options)

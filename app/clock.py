@@ -11,6 +11,10 @@ DESIGN.md "How a run flows", steps 1-3:
    same run; a crash after sending and before marking can send it twice, which the worker's idempotent start
    absorbs (delivery is at-least-once).
 
+Between 1 and 2 the recovery sweep (:mod:`app.recovery`) moves on whatever a crash or an outage left behind
+(lost attempts, lost messages, follow-ups and notifications), putting runs that need a message back in the
+outbox that step 2 publishes.
+
 Memory is bounded by ``batch``: no step loads more than one batch of schedules or runs.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,11 +33,15 @@ from opentelemetry import trace
 from app.db.queries import sql
 from app.misfire import Misfire, due_fires
 from app.publisher import Publisher
+from app.recovery import Sweep, sweep
 from app.schedule import OPTION_FIELDS, message_options
 from app.tracing import current_trace_id, inject_traceparent
+from app.upstream_gate import Gate, UpstreamRun, Verdict, gate
 
 if TYPE_CHECKING:
-    from app.db.pool import Pool
+    from asyncpg import Record
+
+    from app.db.pool import Connection, Pool
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("punchclock.clock")
@@ -45,8 +54,11 @@ class TickReport:
     published: int = 0
 
 
-async def fire_due(pool: Pool, publisher: Publisher, now: datetime, *, batch: int = 500) -> TickReport:
-    """Fire everything due at ``now`` (the database's clock) and publish every unpublished run."""
+async def fire_due(
+    pool: Pool, publisher: Publisher, now: datetime, *, batch: int = 500, recovery: Sweep | None = None
+) -> TickReport:
+    """Fire everything due at ``now`` (the database's clock), sweep (when ``recovery`` is given) and publish
+    every unpublished run."""
     fired = missed = 0
     while True:
         claimed, batch_fired, batch_missed = await _fire_batch(pool, now, batch)
@@ -61,13 +73,18 @@ async def fire_due(pool: Pool, publisher: Publisher, now: datetime, *, batch: in
             "expired leases freed: their holders' workers died; runs waiting on them re-published",
             extra={"action": "leases_expired", "requeued": requeued},
         )
+    if recovery is not None:
+        try:
+            await sweep(pool, recovery, batch=batch)
+        except Exception as exc:  # the next tick sweeps again; publishing what is ready must not wait for it
+            logger.error("recovery sweep failed", extra={"action": "sweep_failed", "error": str(exc)})
     published = await publish_unpublished(pool, publisher, batch=batch)
     return TickReport(fired=fired, missed=missed, published=published)
 
 
 async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, int]:
     """One transaction: claim up to ``batch`` due schedules, insert their runs, advance them."""
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(12))
     advanced_ids: list[int] = []
     advanced_to: list[datetime] = []
     async with pool.acquire() as conn, conn.transaction():
@@ -81,33 +98,30 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
                 row["next_fire_at"],
                 now,
             )
+            gates, next_fire_at = await _gate_upstreams(conn, row, decision.fire, decision.next_fire_at, now)
             options = message_options(schedule_id=row["id"], **{name: row[name] for name in OPTION_FIELDS})
             trace_id = None
-            if decision.fire:
+            if any(g.verdict is Verdict.FIRE for g in gates.values()):
                 # The trace of this fire, frozen in the runs' options: whoever publishes them later (another
                 # thread, tick or process) continues it, so tick → fire → run is one trace.
                 attributes = {"punchclock.schedule": row["name"], "punchclock.schedule_id": row["id"]}
                 with tracer.start_as_current_span(f"fire {row['name']}", attributes=attributes):
                     inject_traceparent(options)
                     trace_id = current_trace_id()
-            for instants, state in ((decision.fire, "scheduled"), (decision.missed, "missed")):
-                for instant in instants:
-                    firing = state == "scheduled"
-                    delay = jitter_ms(row["jitter"], random.random()) if firing else 0
-                    values = (
-                        row["id"],
-                        row["name"],
-                        row["actor"],
-                        row["args"],
-                        options,
-                        instant,
-                        "cron",
-                        state,
-                        delay,
-                        trace_id if firing else None,
-                    )
-                    for column, value in zip(columns, values, strict=True):
-                        column.append(value)
+            rows: list[tuple[Any, ...]] = [
+                (instant, "missed", row["args"], 0, None, None, None) for instant in decision.missed
+            ]
+            for instant, verdict in gates.items():
+                if verdict.verdict is Verdict.FIRE:
+                    args = {**row["args"], "upstream": verdict.upstream} if row["after"] else row["args"]
+                    delay = jitter_ms(row["jitter"], random.random())
+                    rows.append((instant, "scheduled", args, delay, trace_id, None, None))
+                else:
+                    rows.append((instant, "skipped", row["args"], 0, None, verdict.reason, verdict.blocked_by))
+            for instant, state, args, delay, run_trace, error, blocked_by in rows:
+                values = (row["id"], row["name"], row["actor"], args, options, instant, "cron", state, delay)
+                for column, value in zip(columns, (*values, run_trace, error, blocked_by), strict=True):
+                    column.append(value)
             if decision.unrecorded_before is not None:
                 logger.warning(
                     "instants missed too long ago to record one by one",
@@ -119,7 +133,7 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
                     },
                 )
             advanced_ids.append(row["id"])
-            advanced_to.append(decision.next_fire_at)
+            advanced_to.append(next_fire_at)
         inserted = await conn.fetch(sql("insert_runs"), *columns) if columns[0] else []
         if advanced_ids:
             await conn.execute(sql("advance_schedules"), advanced_ids, advanced_to)
@@ -127,17 +141,38 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
     for run in inserted:
         is_fire = run["state"] == "scheduled"
         fired += is_fire
-        missed += not is_fire
+        missed += run["state"] == "missed"
+        action = {"scheduled": "schedule_fired", "missed": "run_missed"}.get(run["state"], "run_skipped_upstream")
         logger.info(
-            "schedule fired" if is_fire else "instant missed",
+            {"schedule_fired": "schedule fired", "run_missed": "instant missed"}.get(action, "upstream not ready"),
             extra={
-                "action": "schedule_fired" if is_fire else "run_missed",
+                "action": action,
                 "schedule": run["schedule_name"],
                 "run_id": run["id"],
                 "scheduled_for": run["scheduled_for"].isoformat(),
             },
         )
     return len(schedules), fired, missed
+
+
+async def _gate_upstreams(
+    conn: Connection, row: Record, instants: Sequence[datetime], next_fire_at: datetime, now: datetime
+) -> tuple[dict[datetime, Gate], datetime]:
+    """The gate of each instant to fire (all fire when the schedule has no ``after``), and the schedule's next
+    ``next_fire_at``: the first instant that waits for an upstream, which stays due (app/upstream_gate.py)."""
+    if not row["after"]:
+        return {instant: Gate(Verdict.FIRE) for instant in instants}, next_fire_at
+    gates: dict[datetime, Gate] = {}
+    for instant in instants:
+        upstreams = [
+            UpstreamRun(up["name"], up["id"], up["state"], up["output"])
+            for up in await conn.fetch(sql("upstream_latest"), list(row["after"]), instant)
+        ]
+        verdict = gate(upstreams, instant=instant, now=now, patience=row["catchup_window"])
+        if verdict.verdict is Verdict.WAIT:
+            return gates, instant
+        gates[instant] = verdict
+    return gates, next_fire_at
 
 
 def jitter_ms(jitter: timedelta, draw: float) -> int:
@@ -177,10 +212,10 @@ async def publish_unpublished(pool: Pool, publisher: Publisher, *, batch: int = 
             return total
 
 
-async def tick(pool: Pool, publisher: Publisher, *, batch: int = 500) -> TickReport:
+async def tick(pool: Pool, publisher: Publisher, *, batch: int = 500, recovery: Sweep | None = None) -> TickReport:
     """One tick: ``fire_due`` at the database's clock, so every clock process agrees on ``now``."""
     now: datetime = await pool.fetchval(sql("db_now"))
-    report = await fire_due(pool, publisher, now, batch=batch)
+    report = await fire_due(pool, publisher, now, batch=batch, recovery=recovery)
     logger.debug(
         "tick",
         extra={

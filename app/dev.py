@@ -75,7 +75,11 @@ def run_dev() -> int:
         while not stop.wait(TICK_EVERY_SECONDS):
             try:
                 with ticks.start_as_current_span("tick"):  # as the worker's Tracing middleware names it
-                    wiring.database.run(lambda pool: clock.tick(pool, wiring.publisher, batch=settings.tick_batch))
+                    wiring.database.run(
+                        lambda pool: clock.tick(
+                            pool, wiring.publisher, batch=settings.tick_batch, recovery=wiring.recovery
+                        )
+                    )
             except Exception as exc:  # a failed tick is retried by the next one; say why and keep going
                 print(f"punchclock dev: tick failed: {exc}", file=sys.stderr, flush=True)
     finally:

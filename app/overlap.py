@@ -42,29 +42,77 @@ class Lease:
     policy: Overlap
 
 
+# A template is a prefix and the fields that identify a resource; the key it fills is a primary key in
+# run_locks, and a B-tree index entry holds at most about 2,700 bytes (512 characters of UTF-8 fit).
+MAX_TEMPLATE_LENGTH = 200
+MAX_KEY_LENGTH = 512
+_HOW = 'write plain {name} fields naming keyword arguments, like "reindex:{kb}"'
+
+
 def validate_lock_key(template: str) -> str:
-    """A lock key template: text with ``{name}`` fields naming the run's keyword arguments."""
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise InvalidInput(
-            f'invalid lock_key "{template}": {exc}; write fields as {{name}}, e.g. "reindex:{{kb}}"'
-        ) from None
-    for name in fields:
-        if not name.isidentifier():
-            raise InvalidInput(
-                f'invalid lock_key "{template}": field "{{{name}}}" must name a keyword argument, e.g. "reindex:{{kb}}"'
-            )
+    """A lock key template: text with ``{name}`` fields, each the name of one of the run's keyword arguments.
+
+    Nothing else ``str.format`` understands is let through: a format spec (``{kb:>20000000}``) pads the key to
+    any length, and attribute or index access (``{kb.x}``, ``{kb[0]}``), conversions (``{kb!r}``) and dunder
+    names (``{__class__}``) reach into the argument objects, while a key needs only the arguments' values.
+    """
     if not template.strip():
         raise InvalidInput("invalid lock_key: empty; leave it unset to lock per schedule")
+    if len(template) > MAX_TEMPLATE_LENGTH:
+        raise InvalidInput(
+            f'invalid lock_key "{template[:40]}…": {len(template):,} characters, more than {MAX_TEMPLATE_LENGTH};'
+            f" {_HOW}"
+        )
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise InvalidInput(f'invalid lock_key "{template}": {exc}; {_HOW}') from None
+    for name, spec, conversion in fields:
+        if name is None:
+            continue
+        field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if conversion:
+            problem = "has a conversion"
+        elif spec:
+            problem = "has a format spec"
+        elif not name.isidentifier():
+            problem = "is not the name of a keyword argument (no positions, attributes or indexes)"
+        elif name.startswith("__") and name.endswith("__"):
+            problem = "is a dunder name, not an argument"
+        else:
+            continue
+        raise InvalidInput(f'invalid lock_key "{template}": field "{field}" {problem}; {_HOW}')
     return template
+
+
+def fill_lock_key(template: str, kwargs: Mapping[str, Any]) -> str:
+    """The key ``template`` names for a run with keyword arguments ``kwargs``.
+
+    The template is checked again here: an actor's ``lock_key`` option, or a run recorded before templates
+    were checked, never went through :func:`validate_lock_key`. The key's length is bounded too, since an
+    argument's value (a whole document) can make it as long as it likes.
+    """
+    validate_lock_key(template)
+    try:
+        key = template.format_map(kwargs)
+    except KeyError as exc:
+        raise InvalidInput(
+            f'lock_key "{template}" cannot be filled from the run\'s arguments {sorted(kwargs)}: missing {exc}'
+        ) from None
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(
+            f'lock_key "{template}" filled from the run\'s arguments is {len(key):,} characters long, more than'
+            f' {MAX_KEY_LENGTH}: name short arguments in it (an id rather than a document), like "reindex:{{kb}}"'
+        )
+    return key
 
 
 def resolve_lease(options: Mapping[str, Any], actor_lock_key: str | None, kwargs: Mapping[str, Any]) -> Lease:
     """The lease of a run from its message options (frozen from its schedule), its actor's ``lock_key``
     option and its keyword arguments. A run without a schedule and without a lock key takes none.
 
-    Raises :class:`InvalidInput` when the lock key names an argument the run does not have.
+    Raises :class:`InvalidInput` when the lock key is not a valid template, names an argument the run does not
+    have, or comes out longer than :data:`MAX_KEY_LENGTH`.
     """
     schedule_id = options.get("schedule_id")
     policy = Overlap(options.get("overlap") or (Overlap.SKIP if schedule_id is not None else Overlap.ALLOW))
@@ -72,12 +120,7 @@ def resolve_lease(options: Mapping[str, Any], actor_lock_key: str | None, kwargs
         return Lease(None, policy)
     template = options.get("lock_key") or actor_lock_key
     if template:
-        try:
-            return Lease(template.format_map(kwargs), policy)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise InvalidInput(
-                f'lock_key "{template}" cannot be filled from the run\'s arguments {sorted(kwargs)}: missing {exc}'
-            ) from None
+        return Lease(fill_lock_key(template, kwargs), policy)
     if schedule_id is None:
         return Lease(None, Overlap.ALLOW)
     return Lease(f"schedule:{schedule_id}", policy)

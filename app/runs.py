@@ -3,12 +3,16 @@
 ::
 
     scheduled ──publish──▶ enqueued ──start──▶ running ──▶ succeeded | failed | timed_out | cancelled
-                                                  │  ▲
-                                        attempt ──┘  └── retrying (Dramatiq re-delivers after a backoff)
+        ▲                                         │  ▲
+        │                               attempt ──┘  └── retrying (Dramatiq re-delivers after a backoff)
+        └──── attempt lost (its worker stopped heartbeating): back to the outbox, or failed when no retry is left
     missed: a cron instant the misfire policy did not fire     skipped / awaiting_approval: the worker side
 
-A redelivered message for a run that is over does nothing; one for a run still ``running`` is a crash
-redelivery (the worker holding it died) and starts a new attempt.
+Delivery is at-least-once; execution is not. A message for a run that is over does nothing. One for a run
+whose attempt is still alive (``alive_until`` in the future, renewed by its worker's heartbeat) is a duplicate
+(a redelivery after a broker blip, a re-publish by the sweep): it waits and is dropped once that attempt has
+finished. Only an attempt that stopped proving it is alive is taken over, recorded ``lost``. A finish names its
+attempt, so the late finish of a lost attempt changes nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ class Run:
     cancel_requested: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
+    alive_until: datetime | None = None
+    followups_due: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:
@@ -102,22 +108,31 @@ async def list_runs(conn: Connection, *, schedule: str | None, state: RunState |
 
 @dataclass(frozen=True)
 class StartOutcome:
-    """What ``punchclock_start_run`` decided: started (with the attempt number), over, skipped, queued, wait."""
+    """What ``punchclock_start_run`` decided (migration 0005 lists the outcomes): started or took_over (with
+    the attempt number), over, busy or early (look again in ``wait_ms``), skipped, queued, wait."""
 
     outcome: str
     attempt: int | None
     holder: int | None
+    wait_ms: int | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.outcome in ("started", "took_over")
 
 
 @dataclass(frozen=True)
 class FinishOutcome:
-    """What the worker does after an attempt ends: publish a released waiting run, notify, fire dependents."""
+    """What the worker does after an attempt ends: publish a released waiting run or the dependents it made
+    ready, do the follow-ups (notifications, dependents) marked due with the run's end."""
 
     released_waiting_run: int | None
-    previous_state: str | None
-    notify: list[str]
-    notify_on_recovery: bool
     has_dependents: bool
+    followups_due: bool
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> FinishOutcome:
+        return cls(row["released_waiting_run"], bool(row["has_dependents"]), bool(row["followups_due"]))
 
 
 async def start_run(
@@ -126,7 +141,7 @@ async def start_run(
     """Start an attempt under the lease ``lock_key`` (None: no lease). One round trip."""
     row = await conn.fetchrow(sql("start_run"), run_id, lock_key, policy, lock_ttl, trace_id)
     assert row is not None
-    return StartOutcome(row["outcome"], row["attempt"], row["holder"])
+    return StartOutcome(row["outcome"], row["attempt"], row["holder"], row["wait_ms"])
 
 
 async def finish_attempt(
@@ -134,21 +149,15 @@ async def finish_attempt(
     run_id: int,
     state: RunState,
     *,
+    attempt: int | None = None,
     output: Any = None,
     error: str | None = None,
     retry_delay_ms: int | None = None,
 ) -> FinishOutcome | None:
-    """End the running attempt; None when the run was not running (a late duplicate). One round trip."""
-    row = await conn.fetchrow(sql("finish_run"), run_id, str(state), output, error, retry_delay_ms)
-    if row is None:
-        return None
-    return FinishOutcome(
-        released_waiting_run=row["released_waiting_run"],
-        previous_state=row["previous_state"],
-        notify=list(row["notify"] or []),
-        notify_on_recovery=bool(row["notify_on_recovery"]),
-        has_dependents=bool(row["has_dependents"]),
-    )
+    """End attempt ``attempt`` (None: whichever is running); None when it was not the running one (a late
+    duplicate, or an attempt declared lost meanwhile). One round trip."""
+    row = await conn.fetchrow(sql("finish_run"), run_id, attempt, str(state), output, error, retry_delay_ms)
+    return None if row is None else FinishOutcome.from_row(row)
 
 
 async def fail_unstartable(conn: Executor, run_id: int, error: str) -> None:
@@ -204,10 +213,14 @@ async def get_runs(conn: Connection, run_ids: list[int]) -> list[Run]:
 
 async def cancel_run(conn: Connection, run_id: int) -> Run:
     """Cancel a run not started yet (now ``cancelled``), or ask a running one to stop (``cancel_requested``:
-    its worker stops it and marks it ``cancelled``). :class:`InvalidInput` if it is over, :class:`NotFound` if
+    its worker stops it and marks it ``cancelled``); a running run whose worker stopped heartbeating is
+    cancelled at once. :class:`InvalidInput` if it is over, :class:`NotFound` if
     there is no such run."""
     row = await conn.fetchrow(sql("cli_cancel_run"), run_id, CANCELLED_BY_CLI)
     if row is not None:
+        # Running, but its worker is gone: nobody is left to stop it, so it is cancelled here and now.
+        if row["state"] == RunState.RUNNING and await conn.fetchval(sql("cancel_dead_run"), run_id):
+            return await get_run(conn, run_id)
         return Run.from_row(row)
     run = await get_run(conn, run_id)
     if run.state in FINISHED:

@@ -14,16 +14,22 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from app.consumer_timeout import CONSUMER_TIMEOUT, MAX_DELAY
 from app.cron import validate_cron, validate_timezone
+from app.durations import format_duration
 from app.errors import InvalidInput
+from app.jsonb import jsonb_problem
 from app.misfire import Misfire, parse_misfire
 from app.notify.targets import parse_target
 from app.overlap import parse_overlap, validate_lock_key
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
-# RabbitMQ closes a channel holding an unacknowledged message for 30 min (consumer_timeout): backoffs and
-# timeouts above that would get a running or delayed message redelivered behind our back.
-CONSUMER_TIMEOUT = timedelta(minutes=30)
+# Each retry waits at least min_backoff: a hundred is already days of retrying at the 30m backoff cap, and
+# the column is a PostgreSQL integer, which a larger number could overflow.
+MAX_RETRIES = 100
+# A catch-up window reaches back from now; much further than this and the tick's date arithmetic overflows
+# (year 1). Instants older than a few years are history: backfill them instead.
+MAX_CATCHUP_WINDOW = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,19 @@ class Schedule:
             args = json.loads(json.dumps(self.args))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f'args of schedule "{self.name}" are not JSON: {exc}') from None
+        problem = jsonb_problem(args, "args")
+        if problem:
+            raise InvalidInput(f'args of schedule "{self.name}" cannot be stored: {problem}')
         overlap = str(parse_overlap(self.overlap))
         if self.lock_key is not None:
             validate_lock_key(self.lock_key)
         if self.max_retries < 0:
             raise InvalidInput(f"invalid max_retries {self.max_retries}: must be 0 or more")
+        if self.max_retries > MAX_RETRIES:
+            raise InvalidInput(
+                f'invalid max_retries {self.max_retries} for schedule "{self.name}": must be at most {MAX_RETRIES};'
+                " a transient failure still failing after that many retries needs a look, not another retry"
+            )
         for label, value in (
             ("catchup_window", self.catchup_window),
             ("min_backoff", self.min_backoff),
@@ -84,12 +98,26 @@ class Schedule:
         ):
             if value < timedelta(0):
                 raise InvalidInput(f"invalid {label} {value}: must not be negative")
+        if self.catchup_window > MAX_CATCHUP_WINDOW:
+            raise InvalidInput(
+                f'invalid catchup_window {format_duration(self.catchup_window)} for schedule "{self.name}": must be'
+                f" at most {format_duration(MAX_CATCHUP_WINDOW)}; fire older instants with punchclock schedules"
+                " backfill"
+            )
         for label, value in (("timeout", self.timeout), ("max_backoff", self.max_backoff)):
             if not timedelta(0) < value <= CONSUMER_TIMEOUT:
                 raise InvalidInput(
-                    f'invalid {label} {value} for schedule "{self.name}": must be above 0 and at most 30m,'
-                    " RabbitMQ's consumer_timeout (raise it on the broker first, see the README)"
+                    f'invalid {label} {value} for schedule "{self.name}": must be above 0 and at most'
+                    f" {format_duration(CONSUMER_TIMEOUT)}, RabbitMQ's consumer_timeout (raise it on the broker"
+                    " first, see the README)"
                 )
+        if self.jitter > MAX_DELAY:
+            raise InvalidInput(
+                f'invalid jitter {format_duration(self.jitter)} for schedule "{self.name}": must be at most'
+                f" {format_duration(MAX_DELAY)}: a run waits out its jitter as a message held unacknowledged, which"
+                f" RabbitMQ redelivers once held past its consumer_timeout ({format_duration(CONSUMER_TIMEOUT)} by"
+                " default, less a margin); to go higher, raise consumer_timeout on the broker first (see the README)"
+            )
         if self.min_backoff > self.max_backoff:
             raise InvalidInput(f"min_backoff {self.min_backoff} is above max_backoff {self.max_backoff}")
         notify = tuple(parse_target(entry).entry for entry in self.notify)

@@ -32,6 +32,7 @@ class Settings:
     tick_batch: int = 500
     publish_threads: int = 4
     lock_ttl_seconds: int = 300
+    republish_after_seconds: int = 600
     schedules_module: str = "schedules"
     log_level: str = "INFO"
     log_format: str = "text"
@@ -78,6 +79,10 @@ class Settings:
         if self.lock_ttl_seconds < 3:
             raise ConfigurationError(
                 f"PUNCHCLOCK_LOCK_TTL_SECONDS={self.lock_ttl_seconds}: must be 3 or more (default 300)"
+            )
+        if self.republish_after_seconds < 1:
+            raise ConfigurationError(
+                f"PUNCHCLOCK_REPUBLISH_AFTER_SECONDS={self.republish_after_seconds}: must be 1 or more (default 600)"
             )
         if self.publish_threads < 1:
             raise ConfigurationError(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -30,11 +30,12 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import TimeLimitExceeded
 from dramatiq.threading import Interrupt
 
+from app.consumer_timeout import MAX_DELAY
 from app.errors import ConfigurationError, InvalidInput, PunchclockError
 
 # Dramatiq holds a delayed message unacknowledged on its delay queue until it is due, and RabbitMQ closes the
-# channel of a consumer that holds a message past consumer_timeout (30 min by default): 5 minutes of margin.
-MAX_RETRY_DELAY_MS = 25 * 60_000
+# channel of a consumer that holds a message past consumer_timeout: no retry waits longer than MAX_DELAY.
+MAX_RETRY_DELAY_MS = MAX_DELAY // timedelta(milliseconds=1)
 # 2**32 × any minimum backoff is past every cap; bounding the exponent keeps the arithmetic small.
 _MAX_EXPONENT = 32
 _DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
@@ -43,6 +44,12 @@ _DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
 class RunCancelled(Interrupt):
     """Raised inside an actor whose run ``punchclock runs cancel`` stopped. An Interrupt (a BaseException, like
     Dramatiq's TimeLimitExceeded), so an actor's own ``except Exception`` cannot swallow it; never retried."""
+
+
+class RunSuperseded(Interrupt):
+    """Raised inside an actor whose attempt is no longer its run's running attempt: its worker lost the database
+    for longer than the lock TTL, the attempt was declared lost and the run taken over elsewhere. It stops, so
+    the run never executes twice at once; its late finish is ignored. Never retried."""
 
 
 class PermanentError(PunchclockError):
@@ -92,6 +99,8 @@ def classify(exc: BaseException, *, retry_timeouts: bool, now: datetime | None =
     name = type(exc).__name__
     if isinstance(exc, RunCancelled):
         return Verdict(False, None, f"{name}: cancelled")
+    if isinstance(exc, RunSuperseded):
+        return Verdict(False, None, f"{name}: taken over by another attempt")
     if isinstance(exc, TransientError):
         return Verdict(True, exc.retry_after, name)
     if isinstance(exc, Retry):

@@ -18,7 +18,7 @@ from app.cli import output
 from app.cli.database import Database, run_with_database
 from app.cli.trigger import record_and_publish, report
 from app.cron import validate_timezone
-from app.errors import NotFound
+from app.errors import InvalidInput, NotFound
 from app.runs import (
     Run,
     RunAttempt,
@@ -37,6 +37,10 @@ from app.settings import Settings
 from app.tracing import jaeger_link
 
 DEFAULT_LIMIT = 20
+# More rows than a terminal or a script reads at once; --schedule and --state narrow a search instead.
+MAX_LIMIT = 100_000
+# Run ids are PostgreSQL bigints from 1 up: no run has an id outside this range, and asyncpg refuses to send one.
+MAX_RUN_ID = 2**63 - 1
 
 Zones = dict[str, ZoneInfo]
 
@@ -47,7 +51,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     listing = commands.add_parser("list", help="recent runs, newest first")
     listing.add_argument("--schedule", metavar="NAME", help="only this schedule's runs")
     listing.add_argument("--state", metavar="S", help="only runs in this state, e.g. failed")
-    listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N", help=f"default {DEFAULT_LIMIT}")
+    listing.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, metavar="N", help=f"1-{MAX_LIMIT}, default {DEFAULT_LIMIT}"
+    )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=list_command)
 
@@ -78,7 +84,18 @@ def _zone(run: Run, zones: Zones) -> ZoneInfo | None:
     return zones.get(run.schedule_name) if run.schedule_id is not None and run.schedule_name else None
 
 
+def known_run_id(run_id: int) -> int:
+    """``run_id``, or :class:`NotFound` without asking the database when no run can have it."""
+    if not 1 <= run_id <= MAX_RUN_ID:
+        raise NotFound(f"no run with id {run_id}: see punchclock runs list")
+    return run_id
+
+
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise InvalidInput(
+            f"invalid --limit {args.limit}: must be 1-{MAX_LIMIT}; narrow the list with --schedule or --state"
+        )
     state = None if args.state is None else parse_state(args.state)
 
     async def fetch(db: Database) -> tuple[list[Run], Zones]:
@@ -121,6 +138,8 @@ class RunDetail:
 
 
 def show_command(args: argparse.Namespace, settings: Settings) -> int:
+    known_run_id(args.run_id)
+
     async def fetch(db: Database) -> RunDetail:
         run = await get_run(db.conn, args.run_id)
         return RunDetail(
@@ -231,6 +250,8 @@ def _notification_json(notification: RunNotification) -> dict[str, Any]:
 
 
 def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
+    known_run_id(args.run_id)
+
     async def cancel(db: Database) -> Run:
         return await cancel_run(db.conn, args.run_id)
 
@@ -244,6 +265,8 @@ def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def retry_command(args: argparse.Namespace, settings: Settings) -> int:
+    known_run_id(args.run_id)
+
     async def record(db: Database) -> list[int]:
         return [(await retry_run(db.conn, args.run_id)).id]
 

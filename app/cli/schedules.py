@@ -14,13 +14,15 @@ from app.cli import backfill, output, trigger
 from app.cli.arguments import instant, json_object, option
 from app.cli.database import Database, run_with_database
 from app.cli.deployment import code_schedules, registered_actors
+from app.consumer_timeout import MAX_DELAY
 from app.cron import next_fires, validate_timezone
-from app.durations import parse_duration
+from app.durations import format_duration, parse_duration
 from app.errors import InvalidInput
 from app.misfire import parse_misfire
 from app.notify.targets import parse_target
+from app.overlap import MAX_TEMPLATE_LENGTH
 from app.runs import Run, list_runs
-from app.schedule import Schedule
+from app.schedule import MAX_RETRIES, Schedule
 from app.schedule_store import (
     StoredSchedule,
     add_schedule,
@@ -53,12 +55,23 @@ def register(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--description", metavar="TEXT")
     add.add_argument("--paused", action="store_true", help="create it paused")
     add.add_argument("--overlap", metavar="skip|queue|allow", help="while a run still holds the lock (default skip)")
-    add.add_argument("--lock-key", metavar="TEMPLATE", help='share one lock across schedules, e.g. "reindex:{kb}"')
-    add.add_argument("--max-retries", type=int, metavar="N", help="retries of a transient failure (default 3)")
+    add.add_argument(
+        "--lock-key",
+        metavar="TEMPLATE",
+        help='share one lock across schedules: text and {arg} fields, e.g. "reindex:{kb}"'
+        f" (at most {MAX_TEMPLATE_LENGTH} characters)",
+    )
+    add.add_argument(
+        "--max-retries", type=int, metavar="N", help=f"retries of a transient failure, 0-{MAX_RETRIES} (default 3)"
+    )
     add.add_argument("--min-backoff", metavar="DUR", help="backoff before the first retry (default 10s)")
     add.add_argument("--max-backoff", metavar="DUR", help="longest backoff, at most 30m (default 5m)")
     add.add_argument("--timeout", metavar="DUR", help="a run past it is timed_out; at most 30m (default 25m)")
-    add.add_argument("--jitter", metavar="DUR", help="start each run after a random delay up to this (default 0s)")
+    add.add_argument(
+        "--jitter",
+        metavar="DUR",
+        help=f"start each run after a random delay up to this, at most {format_duration(MAX_DELAY)} (default 0s)",
+    )
     add.add_argument(
         "--notify",
         action="append",

@@ -15,11 +15,14 @@ from app.cli.arguments import option
 from app.cli.database import Database, run_with_database
 from app.db.queries import sql
 from app.durations import format_duration, parse_duration
+from app.errors import InvalidInput
 from app.runs import RunState
 from app.settings import Settings
 from app.stats import ScheduleStats, percent_text, seconds_text, sparkline, stats_json
 
 DEFAULT_SINCE = "24h"
+# A century holds every run recorded; much further back, PostgreSQL's now() - since leaves its timestamp range.
+MAX_SINCE = timedelta(days=36500)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +38,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def stats_command(args: argparse.Namespace, settings: Settings) -> int:
     since = option("--since", parse_duration, args.since)
+    if since > MAX_SINCE:
+        raise InvalidInput(
+            f"invalid --since {args.since}: must be at most {format_duration(MAX_SINCE)}, which already reaches"
+            " back past every run"
+        )
 
     async def fetch(db: Database) -> list[ScheduleStats]:
         return await schedule_stats(db, since)

@@ -22,11 +22,14 @@ import asyncpg
 import dramatiq
 from dramatiq.asyncio import EventLoopThread, get_event_loop_thread
 
+from app.db.outage import OUTAGE_ERRORS
 from app.db.pool import connect, create_pool
 from app.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# After one of these the thread's connection is no use: dropped, so the next call opens a fresh one.
+CLOSING_ERRORS: tuple[type[BaseException], ...] = (*OUTAGE_ERRORS, asyncpg.InternalClientError)
 
 if TYPE_CHECKING:
     from app.db.pool import Connection, Pool
@@ -78,7 +81,7 @@ class DatabasePool(dramatiq.Middleware):
             local.conn = local.loop.run_until_complete(connect(self._url))
         try:
             result: T = local.loop.run_until_complete(work(local.conn))
-        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError):
+        except CLOSING_ERRORS:
             self._close_local()
             raise
         return result
@@ -89,7 +92,10 @@ class DatabasePool(dramatiq.Middleware):
         local.conn = local.loop = None
         if loop is not None:
             if conn is not None:
-                loop.run_until_complete(conn.close(timeout=5))
+                try:
+                    loop.run_until_complete(conn.close(timeout=5))
+                except CLOSING_ERRORS:
+                    conn.terminate()  # the server is gone: nothing to close politely
             loop.close()
 
     def run(self, work: Callable[[Pool], Awaitable[T]]) -> T:

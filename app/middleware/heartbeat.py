@@ -1,11 +1,18 @@
-"""RunHeartbeat: while runs are running in this worker process, renew their overlap leases and stop the ones
-that ``punchclock runs cancel`` asked to stop.
+"""RunHeartbeat: while attempts run in this worker process, prove they are alive, and stop the ones that must stop.
 
-One daemon thread per process, one round trip per beat for all of the process's running runs, and none while
-nothing runs. A lease is renewed every ``interval`` (well under ``lock_ttl``), so only a dead worker's lease
-expires. A cancelled run's thread gets :class:`RunCancelled` raised asynchronously, the way Dramatiq's own
-TimeLimit stops an actor; like TimeLimit it lands when the thread next runs Python code. Sits below
-RunLifecycle in the stack: it tracks only runs that RunLifecycle actually started.
+One daemon thread per process, one round trip per beat for all of the process's running attempts, and none
+while nothing runs. Each beat renews every attempt's ``alive_until`` and its overlap lease by ``lock_ttl``, every
+``interval`` (well under ``lock_ttl``), so only a dead worker's attempts expire. An attempt is stopped — an
+exception raised asynchronously in its thread, the way Dramatiq's own TimeLimit stops an actor, landing when the
+thread next runs Python code — when:
+
+- ``punchclock runs cancel`` asked it to stop: :class:`RunCancelled`, and the run ends ``cancelled``;
+- it is no longer its run's running attempt (superseded): this worker could not reach the database for longer
+  than ``lock_ttl``, the attempt was declared lost and taken over elsewhere: :class:`RunSuperseded`, so the run
+  does not go on executing twice.
+
+``RunLifecycle`` tells it which attempts run (:meth:`track` after a start is recorded, :meth:`untrack` before
+the end is), so a beat never stops a thread that has moved on to another message.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dramatiq.threading import raise_thread_exception
 
 from app.db.queries import sql
 from app.middleware.database import DatabasePool
-from app.transient import RunCancelled
+from app.transient import RunCancelled, RunSuperseded
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ class RunHeartbeat(dramatiq.Middleware):
         self.database = database
         self.lock_ttl = lock_ttl
         self.interval = interval
-        self._running: dict[int, int] = {}  # run id -> id of the worker thread running it
+        self._running: dict[int, tuple[int, int]] = {}  # run id -> (attempt, id of the worker thread running it)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -42,51 +49,47 @@ class RunHeartbeat(dramatiq.Middleware):
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        run_id = message.options.get("run_id")
-        if run_id is not None:
-            with self._lock:
-                self._running[run_id] = threading.get_ident()
+    def track(self, run_id: int, attempt: int) -> None:
+        """Attempt ``attempt`` of ``run_id`` runs on the calling thread from now on."""
+        with self._lock:
+            self._running[run_id] = (attempt, threading.get_ident())
 
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: dramatiq.MessageProxy,
-        *,
-        result: object = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        run_id = message.options.get("run_id")
-        if run_id is not None:
-            with self._lock:
-                self._running.pop(run_id, None)
+    def untrack(self, run_id: int) -> None:
+        with self._lock:
+            self._running.pop(run_id, None)
 
-    after_skip_message = after_process_message
-
-    def running(self) -> dict[int, int]:
+    def running(self) -> dict[int, tuple[int, int]]:
         with self._lock:
             return dict(self._running)
 
     def beat(self) -> list[int]:
-        """One beat: renew the leases of the running runs, stop the cancelled ones; the ids stopped."""
+        """One beat: keep the running attempts alive, stop those that must stop; the run ids stopped."""
         running = self.running()
         if not running:
             return []
         ids = list(running)
-        cancelled: list[int] = [
-            row["id"] for row in self.database.run(lambda pool: pool.fetch(sql("heartbeat"), ids, self.lock_ttl))
-        ]
-        for run_id in cancelled:
+        attempts = [running[run_id][0] for run_id in ids]
+        rows = self.database.run(lambda pool: pool.fetch(sql("heartbeat"), ids, attempts, self.lock_ttl))
+        stopped = []
+        for row in rows:
+            interrupt = RunSuperseded if row["superseded"] else RunCancelled
             with self._lock:
-                thread_id = self._running.pop(run_id, None)
-            if thread_id is not None:
-                logger.info("stopping a cancelled run", extra={"action": "run_cancel_delivered", "run_id": run_id})
-                raise_thread_exception(thread_id, RunCancelled)  # type: ignore[no-untyped-call]
-        return cancelled
+                # Only the thread still running that very attempt: it may have finished since the beat began.
+                if self._running.get(row["id"], (None, None))[0] != row["attempt"]:
+                    continue
+                _, thread_id = self._running.pop(row["id"])
+                action = "run_superseded" if row["superseded"] else "run_cancel_delivered"
+                logger.warning(
+                    "stopping an attempt that must not go on",
+                    extra={"action": action, "run_id": row["id"], "attempt": row["attempt"]},
+                )
+                raise_thread_exception(thread_id, interrupt)  # type: ignore[no-untyped-call]
+            stopped.append(row["id"])
+        return stopped
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval.total_seconds()):
             try:
                 self.beat()
-            except Exception as exc:  # the next beat tries again; a lease outlives a few missed beats
+            except Exception as exc:  # the next beat tries again; an attempt outlives a few missed beats
                 logger.warning("heartbeat failed", extra={"action": "heartbeat_failed", "error": str(exc)})

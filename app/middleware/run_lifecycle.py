@@ -4,9 +4,19 @@ under the run's overlap lease; then do what the end calls for (free a waiting ru
 Start and end are one database round trip each (``punchclock_start_run`` / ``punchclock_finish_run``). The
 follow-ups cost round trips only when there is something to do.
 
+Delivery is at-least-once, execution is not: a message whose run is over is dropped; one whose run has an
+attempt alive elsewhere (a redelivery after a broker blip, a re-publish by the sweep) is deferred — sent again,
+delayed until that attempt should have ended — and dropped once it has. The start is recorded before the actor
+runs and the end before the message is acknowledged; both wait out a database outage rather than lose the
+record. Any failure of the start check skips the message: Dramatiq logs and swallows an exception raised in
+``before_process_message`` and runs the actor anyway, so nothing but :class:`SkipMessage` may leave it.
+
 Stack position: above Retries, because Dramatiq runs ``after_*`` hooks in reverse order: when ours runs,
 Retries has decided whether the message will be retried (``message.failed`` is set when not) and how long it
-waits (``retry_delay_ms``). A start is idempotent: a message for a finished run is acknowledged and dropped.
+waits (``retry_delay_ms``).
+
+Message options it sets: ``attempt``, the attempt number the database gave this execution (actors and
+workflows read it; a takeover after a crash counts one more than Dramatiq's ``retries`` would).
 """
 
 from __future__ import annotations
@@ -19,15 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.middleware import SkipMessage, TimeLimitExceeded
-from dramatiq.middleware.middleware import MiddlewareError
 
-from app.dependencies import fire_dependents
-from app.errors import InvalidInput
+from app.db.outage import is_outage, wait_out
+from app.followups import CreateNotifications, follow_up
 from app.middleware.database import DatabasePool
-from app.overlap import resolve_lease
-from app.runs import FinishOutcome, RunState, fail_unstartable, finish_attempt, start_run
+from app.middleware.heartbeat import RunHeartbeat
+from app.overlap import Lease, resolve_lease
+from app.runs import FinishOutcome, RunState, StartOutcome, fail_unstartable, finish_attempt, start_run
 from app.tracing import current_trace_id, scrub_urls
-from app.transient import RunCancelled
+from app.transient import MAX_RETRY_DELAY_MS, RunCancelled, RunSuperseded
 
 if TYPE_CHECKING:
     from app.db.pool import Pool
@@ -36,15 +46,17 @@ logger = logging.getLogger(__name__)
 
 # A backfill run that finds its lease held waits this long and tries again, rather than being skipped.
 BACKFILL_WAIT_MS = 1_000
-FAILED_STATES = (RunState.FAILED, RunState.TIMED_OUT)
-
-
-class RunStartFailed(MiddlewareError):
-    """The database could not record a start: the message fails this attempt and Dramatiq retries it."""
-
-
-# (pool, run id, event, notify targets) -> ids of the notifications created, sent by the ``notify`` actor
-CreateNotifications = Callable[["Pool", int, str, list[str]], Any]
+# A duplicate comes back this long after the live attempt's heartbeat would have expired, so that a takeover
+# (its worker died) happens as soon as it may; never later than RabbitMQ's consumer_timeout allows.
+DEFER_MARGIN_MS = 500
+# How long a start waits for the database before the message is deferred (sent again later) instead: a worker
+# thread can do nothing useful meanwhile, and the message stays unacknowledged, so a crash loses nothing.
+START_PATIENCE = timedelta(minutes=2)
+DEFER_WHILE_DATABASE_DOWN_MS = 30_000
+# How long an end waits for the database before giving up (``run_finish_unrecorded``): under RabbitMQ's
+# consumer_timeout, which would redeliver the message behind our back. A run whose end went unrecorded is
+# recovered by the sweep (its attempt is lost once its heartbeat expires).
+FINISH_PATIENCE = timedelta(minutes=20)
 
 
 class RunLifecycle(dramatiq.Middleware):
@@ -53,6 +65,7 @@ class RunLifecycle(dramatiq.Middleware):
     def __init__(
         self,
         database: DatabasePool,
+        heartbeat: RunHeartbeat,
         *,
         publish_pending: Callable[[Pool], Awaitable[int]],
         lock_ttl: timedelta,
@@ -60,37 +73,72 @@ class RunLifecycle(dramatiq.Middleware):
         send_notification: Callable[[int], None],
     ) -> None:
         self.database = database
+        self.heartbeat = heartbeat
         self.publish_pending = publish_pending
         self.lock_ttl = lock_ttl
         self.create_notifications = create_notifications
         self.send_notification = send_notification
 
+    # the start -------------------------------------------------------------------------------------------
+
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         run_id = message.options.get("run_id")
         if run_id is None:
             return
-        actor = broker.get_actor(message.actor_name)
         try:
-            lease = resolve_lease(message.options, actor.options.get("lock_key"), message.kwargs)
-        except InvalidInput as exc:
-            reason = str(exc)
-            self.database.run(lambda pool: fail_unstartable(pool, run_id, reason))
-            logger.error(reason, extra={"action": "run_failed", "run_id": run_id})
+            self._start(broker, message, run_id)
+        except SkipMessage:
+            raise
+        except Exception as exc:
+            reason = scrub_urls(f"the start check failed: {type(exc).__name__}: {exc}".rstrip(": "))
+            self._fail_unstartable(run_id, reason)
             raise SkipMessage() from None
+
+    def _start(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, run_id: Any) -> None:
+        if not isinstance(run_id, int) or isinstance(run_id, bool):
+            raise ValueError(f"run_id {run_id!r} is not a run id")
+        actor = broker.get_actor(message.actor_name)
+        lease = resolve_lease(message.options, actor.options.get("lock_key"), message.kwargs)
+        trace_id = current_trace_id()
         try:
-            trace_id = current_trace_id()
-            started = self.database.run_here(
-                lambda conn: start_run(conn, run_id, lease.key, str(lease.policy), self.lock_ttl, trace_id)
+            started = wait_out(
+                lambda: self.database.run_here(
+                    lambda conn: start_run(conn, run_id, lease.key, str(lease.policy), self.lock_ttl, trace_id)
+                ),
+                what="the start of a run",
+                patience=START_PATIENCE,
+                context={"run_id": run_id},
             )
         except Exception as exc:
-            raise RunStartFailed(f"could not record the start of run {run_id}: {exc}") from exc
+            if not is_outage(exc):
+                raise
+            self._defer(broker, message, DEFER_WHILE_DATABASE_DOWN_MS, "run_start_deferred", {"run_id": run_id})
+            raise SkipMessage() from None
+        self._act_on(broker, message, run_id, lease, started)
+
+    def _act_on(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, run_id: int, lease: Lease, started: StartOutcome
+    ) -> None:
         context = {"run_id": run_id, "actor": message.actor_name, "lock_key": lease.key, "holder": started.holder}
-        if started.outcome == "started":
+        if started.started:
+            assert started.attempt is not None
+            message.options["attempt"] = started.attempt
+            self.heartbeat.track(run_id, started.attempt)
+            if started.outcome == "took_over":
+                logger.warning(
+                    "the previous attempt's worker stopped heartbeating: attempt lost, run taken over",
+                    extra={"action": "run_taken_over", **context, "attempt": started.attempt},
+                )
             logger.info("run started", extra={"action": "run_started", **context, "attempt": started.attempt})
             return
-        if started.outcome == "wait":
-            broker.enqueue(message.copy(), delay=BACKFILL_WAIT_MS)
-            logger.info("backfill run waits for its lock", extra={"action": "run_waiting_lock", **context})
+        if started.outcome in ("busy", "early"):
+            # A duplicate: look again once the live attempt should be over (or the retry is due).
+            delay = (started.wait_ms or 0) + DEFER_MARGIN_MS
+            self._defer(
+                broker, message, delay, f"run_duplicate_{started.outcome}", {**context, "live": started.attempt}
+            )
+        elif started.outcome == "wait":
+            self._defer(broker, message, BACKFILL_WAIT_MS, "run_waiting_lock", context)
         elif started.outcome == "over":
             logger.info(
                 "run already over or unknown: message dropped", extra={"action": "run_redelivery_ignored", **context}
@@ -101,6 +149,44 @@ class RunLifecycle(dramatiq.Middleware):
             )
         raise SkipMessage()
 
+    def _defer(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        delay_ms: int,
+        action: str,
+        context: dict[str, Any],
+    ) -> None:
+        """Send ``message`` again in ``delay_ms`` (this delivery is then acknowledged and dropped). If the broker
+        refuses, this delivery's acknowledgement cannot reach it either, so the broker redelivers it; and a run
+        left ``enqueued`` with no message is re-published by the sweep."""
+        delay_ms = max(1, min(delay_ms, MAX_RETRY_DELAY_MS))
+        try:
+            broker.enqueue(message.copy(), delay=delay_ms)
+        except Exception as exc:
+            logger.error(
+                "could not defer a message: the broker or the sweep sends it again",
+                extra={"action": "run_defer_failed", **context, "error": str(exc)},
+            )
+            return
+        logger.info("message deferred", extra={"action": action, **context, "delay_ms": delay_ms})
+
+    def _fail_unstartable(self, run_id: Any, reason: str) -> None:
+        """Record why a message could not start its run (a run not running yet fails with that reason); the
+        message is skipped whatever happens here."""
+        logger.error(reason, extra={"action": "run_start_refused", "run_id": run_id})
+        if not isinstance(run_id, int) or isinstance(run_id, bool):
+            return
+        try:
+            self.database.run(lambda pool: fail_unstartable(pool, run_id, reason))
+        except Exception as exc:  # out of range, database away: the log line above is the record
+            logger.error(
+                "could not record why a run could not start",
+                extra={"action": "run_start_refusal_unrecorded", "run_id": run_id, "error": str(exc)},
+            )
+
+    # the end ---------------------------------------------------------------------------------------------
+
     def after_process_message(
         self,
         broker: dramatiq.Broker,
@@ -110,18 +196,34 @@ class RunLifecycle(dramatiq.Middleware):
         exception: BaseException | None = None,
     ) -> None:
         run_id = message.options.get("run_id")
-        if run_id is None or isinstance(exception, RunStartFailed):
+        attempt = message.options.get("attempt")
+        if run_id is None or attempt is None:
             return
+        self.heartbeat.untrack(run_id)
         state, output, error = _attempt_end(message, result, exception)
         delay = message.options.get("retry_delay_ms") if state is RunState.RETRYING else None
+        context = {"run_id": run_id, "attempt": attempt, "state": str(state)}
         try:
-            outcome = self.database.run_here(
-                lambda conn: finish_attempt(conn, run_id, state, output=output, error=error, retry_delay_ms=delay)
+            outcome = wait_out(
+                lambda: self.database.run_here(
+                    lambda conn: finish_attempt(
+                        conn, run_id, state, attempt=attempt, output=output, error=error, retry_delay_ms=delay
+                    )
+                ),
+                what="the end of a run",
+                patience=FINISH_PATIENCE,
+                context=context,
             )
         except Exception as exc:
             logger.error(
-                "could not record the end of a run",
-                extra={"action": "run_finish_unrecorded", "run_id": run_id, "state": str(state), "error": str(exc)},
+                "could not record the end of a run: the sweep recovers it once its heartbeat expires",
+                extra={"action": "run_finish_unrecorded", **context, "error": str(exc)},
+            )
+            return
+        if outcome is None:
+            logger.warning(
+                "the attempt was no longer the run's running one: its end is not recorded",
+                extra={"action": "run_finish_superseded", **context},
             )
             return
         logger.log(
@@ -129,42 +231,32 @@ class RunLifecycle(dramatiq.Middleware):
             f"run {state}",
             extra={
                 "action": f"run_{state}",
-                "run_id": run_id,
+                **context,
                 "actor": message.actor_name,
                 "error": error,
                 "retry_delay_ms": delay,
             },
         )
-        if outcome is not None:
-            self._follow_up(run_id, state, outcome)
+        self._follow_up(run_id, outcome)
 
-    def _follow_up(self, run_id: int, state: RunState, outcome: FinishOutcome) -> None:
-        """Free the run waiting on the lease, notify, fire dependents: only when one of them is due."""
-        event = None
-        if state in FAILED_STATES:
-            event = "failure"
-        elif state is RunState.SUCCEEDED and outcome.notify_on_recovery and outcome.previous_state in FAILED_STATES:
-            event = "recovery"
-        if not (outcome.released_waiting_run or outcome.has_dependents or (event and outcome.notify)):
+    def _follow_up(self, run_id: int, outcome: FinishOutcome) -> None:
+        """Do the follow-ups marked due with the run's end, publish the runs they (or the freed lease) made
+        ready, send the notifications. A failure here loses nothing: the sweep finds what is left."""
+        if not (outcome.followups_due or outcome.released_waiting_run):
             return
 
-        async def follow_up(pool: Pool) -> list[int]:
-            notifications: list[int] = []
-            if event and outcome.notify:
-                notifications = list(await self.create_notifications(pool, run_id, event, outcome.notify))
-            if outcome.has_dependents:
-                async with pool.acquire() as conn:
-                    await fire_dependents(conn, run_id)
+        async def work(pool: Pool) -> list[int]:
+            notifications = await follow_up(pool, run_id, self.create_notifications) if outcome.followups_due else []
             if outcome.has_dependents or outcome.released_waiting_run:
                 await self.publish_pending(pool)
             return notifications
 
         try:
-            for notification_id in self.database.run(follow_up):
+            for notification_id in self.database.run(work):
                 self.send_notification(notification_id)
-        except Exception as exc:  # the run's own state is recorded; the next tick publishes what is left
+        except Exception as exc:
             logger.error(
-                "follow-up of a finished run failed",
+                "follow-up of a finished run failed: the tick's sweep does what is left",
                 extra={"action": "run_follow_up_failed", "run_id": run_id, "error": str(exc)},
             )
 
@@ -179,6 +271,8 @@ def _attempt_end(
     error = scrub_urls(f"{type(exception).__name__}: {exception}".rstrip(": "))
     if isinstance(exception, RunCancelled):
         return RunState.CANCELLED, None, "cancelled by punchclock runs cancel"
+    if isinstance(exception, RunSuperseded):  # its end is not recorded: the finish is fenced by attempt
+        return RunState.CANCELLED, None, "stopped: the attempt was declared lost and the run taken over"
     reason = message.options.get("failure_reason")
     if reason:
         error = f"{error} ({reason})"

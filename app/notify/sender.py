@@ -7,14 +7,17 @@
        └──────────────────▶ failed (error recorded, secrets masked)
 
 A delivery failure is recorded on the row and logged, never raised: a notification never changes its run, and
-Dramatiq has nothing to retry. Only database errors propagate (the actor's own retries then apply). A row that
-is no longer pending (a redelivered message) is left alone.
+Dramatiq has nothing to retry. Only database errors propagate; the ``notify`` actor is never retried by Dramatiq:
+a notification still pending a minute later (its message lost, its delivery cut short by a crash or an outage)
+is sent again by the tick's recovery sweep. A delivery claims its row first (``claimed_until``), so a re-send
+never races a slow delivery; a row that is no longer pending (a redelivered message) is left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import httpx
@@ -23,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from app.errors import NotFound
 from app.notify.delivery_error import DeliveryError
 from app.notify.email import send_mail
-from app.notify.store import Notification, load_notification, mark_failed, mark_sent
+from app.notify.store import Notification, claim, load_notification, mark_failed, mark_sent
 from app.notify.targets import TargetKind
 from app.notify.webhook import post_webhook
 from app.settings import Settings
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+# A delivery's hold on its row: 3 tries of at most 30 s (SMTP's timeout) with waits up to 10 s fit well inside.
+CLAIM = timedelta(minutes=5)
 BACKOFF = wait_exponential(multiplier=1, min=1, max=10)
 
 
@@ -54,7 +59,7 @@ async def deliver(
     except NotFound as exc:  # its run was deleted: nothing to send, nothing to retry
         logger.warning(str(exc), extra={"action": "notification_missing", "notification_id": notification_id})
         return
-    if notification.state != "pending":
+    if notification.state != "pending" or not await claim(pool, notification.id, CLAIM):
         return
     attempts = 0
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
 from app.db.queries import sql
@@ -84,6 +85,12 @@ async def load_notification(conn: Executor, notification_id: int) -> Notificatio
         event=event,
         entry=_schedule_entry(row["notify"], row["target"], row["same_target_before"]),
     )
+
+
+async def claim(conn: Executor, notification_id: int, hold: timedelta) -> bool:
+    """Take the row for a delivery lasting at most ``hold``; False when it is not pending or another delivery
+    holds it, so two deliveries of one notification never run at once."""
+    return await conn.fetchval(sql("notification_claim"), notification_id, hold) is not None
 
 
 async def mark_sent(conn: Executor, notification_id: int, attempts: int) -> None:

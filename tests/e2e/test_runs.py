@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,6 +69,26 @@ class Stack:
         return wait_for(
             lambda: (row := self.run(run_id))["state"] in states and row, timeout, f"run {run_id} to be {states}"
         )
+
+    def logged(self, action: str, run_id: int) -> bool:
+        """Whether a running worker has logged ``action`` for run ``run_id`` (``action=… run_id=…`` on a line)."""
+        line = re.compile(rf"\baction={re.escape(action)}\b.*\brun_id={run_id}\b")
+        return any(line.search(process.output()) for process in self.workers)
+
+    @contextmanager
+    def sole_worker(self, threads: int) -> Iterator[Process]:
+        """Inside, one worker with ``threads`` threads is the only one consuming; after, a worker like the
+        module's (4 threads) replaces it, so the tests that follow find the stack as they expect."""
+        for process in self.workers:
+            process.stop()
+        self.workers.clear()
+        sole = self.start_worker(f"sole-{threads}-thread", threads=threads)
+        try:
+            yield sole
+        finally:
+            sole.stop()
+            self.workers.clear()
+            self.start_worker(f"worker-after-sole-{threads}-thread")
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +225,15 @@ def test_http_429_waits_at_least_its_retry_after(stack: Stack) -> None:
     finally:
         server.shutdown()
         server.server_close()
-    attempts = stack.query("SELECT * FROM run_attempts WHERE run_id = $1 ORDER BY attempt", run["id"])
-    assert attempts[0]["retry_delay_ms"] >= 2000  # Retry-After wins over the 1 s max_backoff
-    assert "429" in attempts[0]["error"]
-    assert (attempts[1]["started_at"] - attempts[0]["finished_at"]).total_seconds() >= 2
+    first, second = stack.query("SELECT * FROM run_attempts WHERE run_id = $1 ORDER BY attempt", run["id"])
+    delay = timedelta(milliseconds=first["retry_delay_ms"])
+    assert delay >= timedelta(seconds=2)  # Retry-After wins over the 1 s max_backoff
+    assert "429" in first["error"]
+    # The retry was sent with this delay the moment the failure was decided (Retries), which no column records:
+    # finished_at is stamped after that (RunLifecycle records the end once the retry is enqueued), so
+    # finished_at + delay may fall after the second start. started_at is before that moment, so started_at +
+    # delay cannot: the second attempt starts no earlier than its message is due.
+    assert second["started_at"] - first["started_at"] >= delay
 
 
 def test_a_timeout_marks_the_run_timed_out_and_frees_the_thread(stack: Stack) -> None:
@@ -252,8 +280,14 @@ def test_a_failing_upstream_fires_nothing_downstream(stack: Stack) -> None:
     add(stack, "up-broken", args={"permanent": True, "fail_times": 1})
     stack.cli("schedules", "add", "down-1", "--actor", "probe", "--after", "up-broken")
     stack.cli("schedules", "add", "down-2", "--actor", "probe", "--after", "down-1")
-    stack.wait_state(stack.trigger("up-broken"), "failed")
-    time.sleep(2)  # give a wrongly fired dependent time to appear
+    add(stack, "unrelated", args={"output": 1})
+    with stack.sole_worker(threads=1):
+        upstream = stack.trigger("up-broken")
+        stack.wait_state(upstream, "failed")  # recorded before the follow-up that would fire dependents
+        # One thread handles every message, each to the end of its after-hooks (the follow-up included) before
+        # the next. A run triggered once the upstream is failed comes after it, so by its success any dependent
+        # the failure fired would be in the database.
+        stack.wait_state(stack.trigger("unrelated"), "succeeded")
     assert stack.query("SELECT * FROM runs WHERE schedule_name IN ('down-1', 'down-2')") == []
 
 
@@ -361,14 +395,20 @@ def test_cancelled_runs_that_had_not_started_never_start(stack: Stack) -> None:
     stack.wait_state(first, "running")
     waiting = stack.trigger("holder")
     wait_for(lambda: stack.run(waiting)["blocked_by"] == first, 30, "the second run to wait for the lease")
-    add(stack, "backing-off", "--min-backoff", "3s", "--max-backoff", "3s", args={"fail_times": 5})
+    add(stack, "backing-off", "--min-backoff", "5s", "--max-backoff", "5s", args={"fail_times": 5})
     retrying = stack.trigger("backing-off")
     stack.wait_state(retrying, "retrying")
 
-    stack.cli("runs", "cancel", str(waiting))
-    stack.cli("runs", "cancel", str(retrying))
+    # The retrying run first: its retry is due 5 s after its failure, and must find it cancelled.
+    for run_id in (retrying, waiting):
+        assert stack.cli("runs", "cancel", str(run_id)).endswith(": it will not start\n")
+    # Its retry message arrives after the cancel, and the worker drops it.
+    wait_for(lambda: stack.logged("run_redelivery_ignored", retrying), 60, f"run {retrying}'s retry to be dropped")
+    # The waiting run has no message (its own was acknowledged when it queued): only the end of the lease's
+    # holder sends it back to the outbox, in the transaction that frees the lease, and only if it still waits.
+    # Once the holder has succeeded that is done, and nothing refers to the cancelled run any more.
     stack.wait_state(first, "succeeded")
-    time.sleep(4)  # past the backoff: the retry message has arrived and been dropped
+    assert stack.query("SELECT * FROM run_locks WHERE waiting_run_id = $1", waiting) == []
     for run_id in (waiting, retrying):
         assert stack.run(run_id)["state"] == "cancelled"
     assert stack.run(waiting)["attempts"] == 0

@@ -31,7 +31,8 @@ def cli_ok(*args: str, env: dict[str, str]) -> str:
 def test_a_run_killed_with_its_worker_finishes_once_after_redelivery(
     punchclock_env: dict[str, str], clean_queues: str, processes: list[Process], tmp_path: Path
 ) -> None:
-    env = punchclock_env
+    # The redelivered message may take the run over only once the dead attempt's heartbeat has expired.
+    env = {**punchclock_env, "PUNCHCLOCK_LOCK_TTL_SECONDS": "3"}
     url = env["PUNCHCLOCK_DATABASE_URL"]
     cli_ok(
         "schedules",
@@ -65,6 +66,9 @@ def test_a_run_killed_with_its_worker_finishes_once_after_redelivery(
     assert run["attempts"] == 2
     assert len(query(url, "SELECT id FROM runs")) == 1
     assert second.output().count("run_started") == 1
+    assert "run_taken_over" in second.output()
+    attempts = query(url, "SELECT state FROM run_attempts ORDER BY attempt")
+    assert [a["state"] for a in attempts] == ["lost", "succeeded"]
 
 
 def test_two_clocks_and_a_worker_fire_each_minute_once(

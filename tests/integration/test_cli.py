@@ -7,14 +7,15 @@ through the ``pool`` fixture on the session loop. One test per exit-code path ru
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
+import logging
 import os
 import re
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -23,6 +24,7 @@ import pytest
 
 from app.cli.main import main
 from tests import services
+from tests.wiring import fresh_app_actors
 
 PUNCHCLOCK = Path(sys.executable).parent / "punchclock"
 UNREACHABLE_BROKER = "amqp://guest:guest@127.0.0.1:1/%2F"
@@ -32,15 +34,29 @@ if TYPE_CHECKING:
     Pool = asyncpg.Pool[Any]
 
 
+WIRING_ENV = {"PUNCHCLOCK_SCHEDULES_MODULE": "", "PUNCHCLOCK_BROKER_URL": services.RABBITMQ_URL}
+
+
 @pytest.fixture(scope="module", autouse=True)
-def wiring() -> Iterator[None]:
-    """Import ``app.actors`` once with the tests' settings (no code schedules), before ``capsys`` swaps
-    stderr: the module reads its settings and binds its log handler to stderr when first imported."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PUNCHCLOCK_SCHEDULES_MODULE", "")
-        patch.setenv("PUNCHCLOCK_BROKER_URL", services.RABBITMQ_URL)
-        importlib.import_module("app.actors")
-    yield
+def wiring() -> Iterator[ModuleType]:
+    """``app.actors`` as the in-process CLI uses it: with the tests' settings (no code schedules, the tests'
+    RabbitMQ to publish on), imported before ``capsys`` swaps stderr, since it binds its log handler to stderr
+    when imported. Imported afresh: another test module may have imported it with the shell's environment
+    already (tests/unit/test_retries.py does, at collection), and a plain import would change nothing."""
+    with fresh_app_actors(WIRING_ENV) as module:
+        yield module
+
+
+def test_the_cli_runs_on_the_wiring_of_the_tests(capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``wiring`` guarantees, whichever test module imported ``app.actors`` first."""
+    import app.actors
+    from app.cli import deployment
+
+    assert (app.actors.settings.schedules_module, app.actors.schedules) == ("", [])
+    assert app.actors.settings.broker_url == services.RABBITMQ_URL
+    assert deployment.publisher() is app.actors.publisher
+    # bound before capsys swapped stderr: the CLI's log lines never mix with what the tests read from it
+    assert [h for h in logging.getLogger("app").handlers if getattr(h, "stream", None) is sys.stderr] == []
 
 
 async def cli(*argv: str) -> int:
@@ -175,6 +191,9 @@ async def test_next_rejects_a_bad_after(
 
 # add: bad input is refused, with nothing written ----------------------------------------------------------
 
+NO_NAN = "PostgreSQL's jsonb has no NaN or Infinity; use a number or null"
+HOW_LOCK_KEY = 'write plain {name} fields naming keyword arguments, like "reindex:{kb}"'
+
 
 @pytest.mark.parametrize(
     ("options", "message"),
@@ -199,6 +218,73 @@ async def test_next_rejects_a_bad_after(
         (["--max-backoff", "1h"], 'invalid max_backoff 1:00:00 for schedule "bad": must be above 0 and at most 30m'),
         (["--min-backoff", "2m", "--max-backoff", "1m"], "min_backoff 0:02:00 is above max_backoff 0:01:00"),
         (["--cron", ""], 'schedule "bad" needs a cron expression (or upstream schedules in after)'),
+        # what PostgreSQL's jsonb refuses and Python's json reads
+        (["--args", '{"seconds": NaN}'], f"invalid --args '{{\"seconds\": NaN}}': NaN at args.seconds: {NO_NAN}"),
+        (["--args", '{"s": Infinity}'], f"invalid --args '{{\"s\": Infinity}}': Infinity at args.s: {NO_NAN}"),
+        (
+            ["--args", '{"s": [-Infinity]}'],
+            f"invalid --args '{{\"s\": [-Infinity]}}': -Infinity at args.s[0]: {NO_NAN}",
+        ),
+        (["--args", '{"s": 1e999}'], f"invalid --args '{{\"s\": 1e999}}': Infinity at args.s: {NO_NAN}"),
+        (
+            ["--args", r'{"output": "a\u0000b"}'],
+            r"""invalid --args '{"output": "a\\u0000b"}': a NUL character (\u0000) in the string at args.output:"""
+            " PostgreSQL's jsonb cannot store it; remove it",
+        ),
+        (
+            ["--args", r'{"a\u0000b": 1}'],
+            r"""invalid --args '{"a\\u0000b": 1}': a NUL character (\u0000) in the key "a\u0000b" at args:""",
+        ),
+        (
+            ["--args", r'{"output": "\ud800"}'],
+            r"""invalid --args '{"output": "\\ud800"}': a lone UTF-16 surrogate (\ud800) in the string at"""
+            " args.output:",
+        ),
+        (
+            ["--args", '{"n": ' + "1" * 5000 + "}"],
+            f"invalid --args '{{\"n\": {'1' * 94}'… (5,007 characters): a number has more than 4300 digits;"
+            " pass it as a string",
+        ),
+        # bounds: past them PostgreSQL, RabbitMQ or the tick would fail later, with an error of their own
+        (
+            ["--max-retries", "100000000000"],
+            'invalid max_retries 100000000000 for schedule "bad": must be at most 100;',
+        ),
+        (["--max-retries", "101"], 'invalid max_retries 101 for schedule "bad": must be at most 100;'),
+        (["--jitter", "10d"], 'invalid jitter 10d for schedule "bad": must be at most 25m: a run waits out its jitter'),
+        (["--jitter", "25m1s"], 'invalid jitter 25m1s for schedule "bad": must be at most 25m:'),
+        (["--catchup-window", "999999999d"], 'invalid catchup_window 999999999d for schedule "bad": must be at most'),
+        # lock key templates: plain {name} fields only, and short
+        (
+            ["--lock-key", "{seconds:>20000000}"],
+            'invalid lock_key "{seconds:>20000000}": field "{seconds:>20000000}" has a format spec;'
+            f" {HOW_LOCK_KEY}",
+        ),
+        (
+            ["--lock-key", "x:{__class__}"],
+            'invalid lock_key "x:{__class__}": field "{__class__}" is a dunder name, not an argument;'
+            f" {HOW_LOCK_KEY}",
+        ),
+        (
+            ["--lock-key", "x:{seconds.real}"],
+            'invalid lock_key "x:{seconds.real}": field "{seconds.real}" is not the name of a keyword argument',
+        ),
+        (
+            ["--lock-key", "x:{seconds[0]}"],
+            'invalid lock_key "x:{seconds[0]}": field "{seconds[0]}" is not the name of a keyword argument',
+        ),
+        (
+            ["--lock-key", "x:{seconds!r}"],
+            f'invalid lock_key "x:{{seconds!r}}": field "{{seconds!r}}" has a conversion; {HOW_LOCK_KEY}',
+        ),
+        (
+            ["--lock-key", "x:{seconds:{width}}"],
+            'invalid lock_key "x:{seconds:{width}}": field "{seconds:{width}}" has a format spec',
+        ),
+        (
+            ["--lock-key", "k" * 197 + "{kb}"],
+            f'invalid lock_key "{"k" * 40}…": 201 characters, more than 200; {HOW_LOCK_KEY}',
+        ),
     ],
 )
 async def test_add_rejects_bad_input(
@@ -314,6 +400,28 @@ async def test_add_worker_side_options_round_trip(
         assert expected in out, out
     assert await cli("schedules", "list") == 0
     assert capsys.readouterr().out.splitlines()[3].split()[:4] == ["report", "probe", "after", "nightly"]
+
+
+async def test_add_accepts_each_bound_itself(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = "k" * 196 + "{kb}"  # 200 characters
+    options = ["--jitter", "25m", "--max-retries", "100", "--catchup-window", "3650d", "--lock-key", template]
+    big = "9" * 4300  # as many digits as Python reads, far fewer than jsonb's numeric holds
+    args = '{"kb": "docs", "big": ' + big + r', "tiny": 1e-300, "text": "\u00e9\ud83d\ude00"}'
+    assert (
+        await cli("schedules", "add", "edge", "--actor", "probe", "--cron", "0 * * * *", "--args", args, *options) == 0
+    )
+    assert capsys.readouterr().err == ""
+    row = await pool.fetchrow("SELECT * FROM schedules WHERE name = 'edge'")
+    assert row is not None
+    assert (row["jitter"], row["max_retries"], row["catchup_window"], row["lock_key"]) == (
+        timedelta(minutes=25),
+        100,
+        timedelta(days=3650),
+        template,
+    )
+    assert row["args"] == {"kb": "docs", "big": int(big), "tiny": 1e-300, "text": "\u00e9\U0001f600"}
 
 
 async def test_add_refuses_a_duplicate_name(
@@ -463,6 +571,30 @@ async def test_trigger_publishes_a_manual_run(
     assert "invalid --args '[]': it is an array" in capsys.readouterr().err
     assert await cli("schedules", "trigger", "missing") == 2
     assert await pool.fetchval("SELECT count(*) FROM runs") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ('{"seconds": NaN}', "NaN at args.seconds: PostgreSQL's jsonb has no NaN or Infinity"),
+        ('{"seconds": Infinity}', "Infinity at args.seconds: PostgreSQL's jsonb has no NaN or Infinity"),
+        ('{"seconds": -Infinity}', "-Infinity at args.seconds: PostgreSQL's jsonb has no NaN or Infinity"),
+        (r'{"output": ["ok", "\u0000"]}', "a NUL character (\\u0000) in the string at args.output[1]"),
+    ],
+)
+async def test_trigger_refuses_args_postgresql_cannot_store(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str], args: str, message: str
+) -> None:
+    await add_nightly()
+    await asyncio.to_thread(purge_queue, QUEUE)
+    capsys.readouterr()
+
+    assert await cli("schedules", "trigger", "nightly", "--args", args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"punchclock: error: invalid --args {args!r}: {message}"), captured.err
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+    assert await asyncio.to_thread(take_messages, QUEUE) == []
 
 
 async def test_trigger_force_allows_overlap(

@@ -251,6 +251,59 @@ async def test_retry_makes_a_new_manual_run_with_the_same_args(
     assert capsys.readouterr().err == "punchclock: error: no run with id 999999: see punchclock runs list\n"
 
 
+# ids and numbers beyond what PostgreSQL holds ------------------------------------------------------------
+
+BEYOND_BIGINT = str(2**64 + 1)
+
+
+@pytest.mark.parametrize("command", ["show", "cancel", "retry"])
+@pytest.mark.parametrize("run_id", [BEYOND_BIGINT, "99999999999999999999", "0", "-5", str(2**63 - 1)])
+async def test_a_run_id_no_run_can_have_is_not_found(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str], command: str, run_id: str
+) -> None:
+    await add_hourly()
+    existing = await insert_run(pool, "failed", finished_at=datetime.now(UTC))
+    before = await pool.fetch("SELECT * FROM runs ORDER BY id")
+    capsys.readouterr()
+
+    assert await cli("runs", command, run_id) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        f"punchclock: error: no run with id {run_id}: see punchclock runs list\n",
+    )
+    assert await pool.fetch("SELECT * FROM runs ORDER BY id") == before
+    assert [r["id"] for r in before] == [existing]
+
+
+@pytest.mark.parametrize("limit", ["99999999999999999999", "100001", "0", "-1"])
+async def test_runs_list_refuses_a_limit_out_of_range(
+    punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    assert await cli("runs", "list", "--limit", limit) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        f"punchclock: error: invalid --limit {limit}: must be 1-100000; narrow the list with --schedule or --state\n",
+    )
+    assert await cli("runs", "list", "--limit", "100000", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+async def test_stats_refuses_a_window_reaching_past_postgresqls_dates(
+    punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli("stats", "--since", "999999999d") == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        "punchclock: error: invalid --since 999999999d: must be at most 36500d, which already reaches back past"
+        " every run\n",
+    )
+    assert await cli("stats", "--since", "36500d") == 0
+    assert capsys.readouterr().out == "no runs in the last 36500d\n"
+
+
 # show: attempts, notifications, blocked_by ----------------------------------------------------------------
 
 

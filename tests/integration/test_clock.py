@@ -189,3 +189,51 @@ def test_jitter_ms_scales_the_draw() -> None:
     assert jitter_ms(timedelta(seconds=30), 0.0) == 0
     assert jitter_ms(timedelta(seconds=30), 0.5) == 15_000
     assert jitter_ms(timedelta(0), 0.99) == 0
+
+
+async def test_a_cron_schedule_with_upstreams_fires_at_its_cron_only_when_they_succeeded(
+    pool: asyncpg.Pool[Any], rabbit_publisher: Publisher, clean_queues: str
+) -> None:
+    # "load" at 02:00, "report" at 06:00 after it; instants are UTC.
+    await add(pool, "load", cron="0 2 * * *")
+    await add(pool, "report", cron="0 6 * * *", after=("load",), catchup_window=timedelta(hours=2))
+    day = T0.replace(hour=0)
+
+    async def tick(at: datetime) -> None:
+        await fire_due(pool, rabbit_publisher, at, batch=10)
+
+    async def load_run(state: str) -> None:
+        await pool.execute("UPDATE runs SET state = $1, output = '{\"rows\": 3}' WHERE schedule_name = 'load'", state)
+
+    await pool.execute("UPDATE schedules SET next_fire_at = $1", day + timedelta(days=1, hours=2))
+    await pool.execute("UPDATE schedules SET next_fire_at = $1 WHERE name = 'report'", day + timedelta(days=1, hours=6))
+    await tick(day + timedelta(days=1, hours=2))  # load fires
+    await load_run("running")
+    await tick(day + timedelta(days=1, hours=6))  # report's instant: load still running, so it waits
+    assert await runs_by_state(pool, "report") == {}
+    assert await pool.fetchval("SELECT next_fire_at FROM schedules WHERE name = 'report'") == day + timedelta(
+        days=1, hours=6
+    )
+    await load_run("succeeded")
+    await tick(day + timedelta(days=1, hours=6, minutes=30))  # within the catchup window: it fires now
+    report = await pool.fetchrow("SELECT * FROM runs WHERE schedule_name = 'report'")
+    assert (report["state"], report["trigger"]) == ("enqueued", "cron")
+    assert report["scheduled_for"] == day + timedelta(days=1, hours=6)
+    assert report["args"]["upstream"] == {"load": {"rows": 3}}
+    # The dependency path does not also fire it: its cron decides when.
+    assert await pool.fetchval("SELECT count(*) FROM runs WHERE schedule_name = 'report'") == 1
+
+    # Next day the load fails: the report's instant is recorded skipped, naming the failed run.
+    await tick(day + timedelta(days=2, hours=2))
+    failed = await pool.fetchval(
+        "UPDATE runs SET state = 'failed' WHERE schedule_name = 'load' AND scheduled_for = $1 RETURNING id",
+        day + timedelta(days=2, hours=2),
+    )
+    await tick(day + timedelta(days=2, hours=6))
+    skipped = await pool.fetchrow(
+        "SELECT * FROM runs WHERE schedule_name = 'report' AND scheduled_for = $1", day + timedelta(days=2, hours=6)
+    )
+    assert (skipped["state"], skipped["blocked_by"]) == ("skipped", failed)
+    assert skipped["error"] == f'skipped: upstream "load" run {failed} failed'
+    messages = drain_queue(clean_queues)
+    assert sorted(m["actor_name"] for m in messages) == ["probe"] * 3  # two loads and one report

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from app.schedule import CONSUMER_TIMEOUT
+from app.consumer_timeout import CONSUMER_TIMEOUT
 from app.settings import DEFAULT_BROKER_URL, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from app.consumer_timeout import CONSUMER_TIMEOUT, MAX_DELAY
 from app.errors import ConfigurationError, InvalidCron, InvalidInput
 from app.misfire import Misfire
-from app.schedule import Schedule
+from app.schedule import MAX_CATCHUP_WINDOW, MAX_RETRIES, Schedule
 from app.settings import DEFAULT_BROKER_URL, Settings
+from app.transient import MAX_RETRY_DELAY_MS
 
 
 def test_settings_defaults_and_overrides() -> None:
@@ -61,6 +63,47 @@ def test_a_valid_schedule_is_normalised() -> None:
         (Schedule("a", "probe", "* * * * *", args={"x": object()}), InvalidInput, "are not JSON"),
         (Schedule("a", "probe", "* * * * *", timeout=timedelta(hours=2)), InvalidInput, "at most 30m"),
         (Schedule("a", "probe", None), InvalidInput, "needs a cron expression"),
+        (
+            Schedule("a", "probe", "* * * * *", jitter=timedelta(days=10)),
+            InvalidInput,
+            'invalid jitter 10d for schedule "a": must be at most 25m: a run waits out its jitter as a message held'
+            " unacknowledged, which RabbitMQ redelivers once held past its consumer_timeout (30m by default, less a"
+            " margin); to go higher, raise consumer_timeout on the broker first (see the README)",
+        ),
+        (Schedule("a", "probe", "* * * * *", jitter=timedelta(minutes=25, milliseconds=1)), InvalidInput, "25m1ms"),
+        (
+            Schedule("a", "probe", "* * * * *", max_retries=100_000_000_000),
+            InvalidInput,
+            'invalid max_retries 100000000000 for schedule "a": must be at most 100;',
+        ),
+        (
+            Schedule("a", "probe", "* * * * *", catchup_window=timedelta(days=999_999_999)),
+            InvalidInput,
+            'invalid catchup_window 999999999d for schedule "a": must be at most 3650d; fire older instants with'
+            " punchclock schedules backfill",
+        ),
+        (
+            Schedule("a", "probe", "* * * * *", args={"seconds": float("nan")}),
+            InvalidInput,
+            'args of schedule "a" cannot be stored: NaN at args.seconds: PostgreSQL\'s jsonb has no NaN or Infinity;'
+            " use a number or null",
+        ),
+        (
+            Schedule("a", "probe", "* * * * *", args={"x": {"y": [1, float("-inf")]}}),
+            InvalidInput,
+            "-Infinity at args.x.y[1]",
+        ),
+        (
+            Schedule("a", "probe", "* * * * *", args={"name": "a\x00b"}),
+            InvalidInput,
+            'args of schedule "a" cannot be stored: a NUL character (\\u0000) in the string at args.name:'
+            " PostgreSQL's jsonb cannot store it; remove it",
+        ),
+        (
+            Schedule("a", "probe", "* * * * *", args={"name": "\ud800"}),
+            InvalidInput,
+            "a lone UTF-16 surrogate (\\ud800) in the string at args.name",
+        ),
     ],
 )
 def test_invalid_schedules_are_refused_with_the_value_named(
@@ -69,3 +112,22 @@ def test_invalid_schedules_are_refused_with_the_value_named(
     with pytest.raises(error) as caught:
         schedule.validated({"probe"})
     assert message in str(caught.value)
+
+
+def test_the_largest_values_are_accepted() -> None:
+    s = Schedule(
+        "a",
+        "probe",
+        "* * * * *",
+        jitter=MAX_DELAY,
+        max_retries=MAX_RETRIES,
+        catchup_window=MAX_CATCHUP_WINDOW,
+        args={"big": 10**4000, "tiny": 1e-300, "text": "emoji \U0001f600"},
+    ).validated({"probe"})
+    assert (s.jitter, s.max_retries) == (timedelta(minutes=25), 100)
+
+
+def test_jitter_and_retries_share_one_bound_under_the_consumer_timeout() -> None:
+    """A run's jitter and a retry's backoff are both delayed messages, held unacknowledged while they wait."""
+    assert MAX_DELAY / timedelta(milliseconds=1) == MAX_RETRY_DELAY_MS
+    assert MAX_DELAY < CONSUMER_TIMEOUT

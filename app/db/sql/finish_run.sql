@@ -1,3 +1,3 @@
--- One round trip: the run's state, its attempt row, its lease freed when final (see migration 0003).
-SELECT released_waiting_run, previous_state, notify, notify_on_recovery, has_dependents
-FROM punchclock_finish_run($1, $2, $3, $4, $5)
+-- One round trip: the run's state, its attempt row, its lease freed when final, its follow-ups marked due
+-- (see migration 0005). $2: the attempt that ends (NULL: the running one).
+SELECT released_waiting_run, has_dependents, followups_due FROM punchclock_finish_run($1, $2, $3, $4, $5, $6)

@@ -1,9 +1,11 @@
 -- The schedules that run after the schedule of run $1 and whose every upstream has a succeeded run for the
--- same instant, each with the upstream outputs by schedule name (the newest success per upstream).
+-- same instant, each with the upstream outputs by schedule name (the newest success per upstream). Schedules
+-- with a cron of their own are not fired here: their cron decides when, gated by the upstreams at the tick.
 WITH done AS (
     SELECT r.scheduled_for, s.name FROM runs r JOIN schedules s ON s.id = r.schedule_id WHERE r.id = $1
 ), candidates AS (
-    SELECT d.*, done.scheduled_for FROM schedules d, done WHERE d.after @> ARRAY[done.name] AND NOT d.paused
+    SELECT d.*, done.scheduled_for FROM schedules d, done
+    WHERE d.after @> ARRAY[done.name] AND NOT d.paused AND d.cron IS NULL
 ), upstream AS (
     SELECT DISTINCT ON (c.id, u.name) c.id AS candidate, u.name, r.output
     FROM candidates c
