@@ -223,11 +223,19 @@ def _instants(expr: str, zone: ZoneInfo, after: datetime) -> Iterator[datetime]:
     cronsim walks naive wall-clock time from the wall time of ``after``; each match becomes an instant by the
     DST rules. Along the wall clock those instants never decrease, so keeping only the ones later than the
     last kept drops what lies before ``after`` (when it is in a repeated hour) and merges the wall times of
-    one gap into a single fire.
+    one gap into a single fire. The instants end with the calendar: Python's dates stop at the year 9999.
     """
     floor = after
-    for wall in CronSim(expr, _wall_time(after, zone)):
-        instant = _instant_of(wall, zone)
+    try:
+        walls = iter(CronSim(expr, _wall_time(after, zone)))
+    except OverflowError:  # the local wall time of ``after`` is already past the year 9999
+        return
+    while True:
+        try:
+            wall = next(walls)
+            instant = _instant_of(wall, zone)
+        except (StopIteration, OverflowError):
+            return
         if instant > floor:
             floor = instant
             yield instant

@@ -44,7 +44,13 @@ class Process:
             os.killpg(self.popen.pid, signum)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
-        self.send_signal(signum)
+        """Stop with ``signum``: SIGKILL goes to the whole group; SIGTERM and SIGINT only to the main process,
+        which forwards them (dramatiq's worker processes given a second SIGTERM by the group hang)."""
+        if signum == signal.SIGKILL:
+            self.send_signal(signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, signum)
         try:
             code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -270,3 +270,9 @@ def test_time_zones() -> None:
         expected = f'unknown time zone "{name}": use an IANA name like UTC, Asia/Shanghai or America/New_York'
         with pytest.raises(InvalidInput, match=f"^{re.escape(expected)}$"):
             validate_timezone(name)
+
+
+def test_instants_end_with_the_calendar_instead_of_overflowing() -> None:
+    last = datetime(9999, 12, 31, 23, 57, tzinfo=UTC)
+    assert next_fires("* * * * *", "UTC", last, 5) == [last.replace(minute=58), last.replace(minute=59)]
+    assert fires_between("0 0 * * *", "Asia/Shanghai", last, last.replace(minute=59), 10) == []
