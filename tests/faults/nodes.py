@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import os
 import pwd
+import random
 import re
 import secrets
 import shutil
@@ -53,11 +54,18 @@ _open_nodes: set[_Server] = set()
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on now (the kernel's choice, so parallel sessions rarely collide)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 nobody listens on now, below the kernel's ephemeral range: a port the kernel hands
+    out to outgoing connections (the workers' own, other tests') could be taken again before a node binds it."""
+    low, _ = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def port_accepts(port: int, timeout: float = 0.2) -> bool:
