@@ -12,7 +12,6 @@ say so.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.e2e.processes import Process, clock, punchclock, wait_for, worker
+from tests.e2e.processes import Process, clock, punchclock, query, wait_for, worker
 from tests.faults.executions import Executions, read_executions
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled", "skipped", "missed")
@@ -79,14 +78,7 @@ class Cluster:
         return ids
 
     def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async def go() -> list[asyncpg.Record]:
-            conn = await asyncpg.connect(self.url)
-            try:
-                return await conn.fetch(sql, *args)
-            finally:
-                await conn.close()
-
-        return asyncio.run(go())
+        return query(self.url, sql, *args)
 
     def states(self, run_ids: Iterable[int]) -> dict[int, str]:
         rows = self.query("SELECT id, state FROM runs WHERE id = ANY($1::bigint[])", list(run_ids))

@@ -4,7 +4,6 @@ execution is recorded from inside the actor, so a second execution is caught wha
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from app.middleware.heartbeat import RunHeartbeat
 from app.middleware.retries import Retries
 from app.middleware.run_lifecycle import RunLifecycle
 from app.publisher import run_message
-from tests.e2e.processes import wait_for
+from tests.e2e.processes import query, wait_for
 
 LOCK_TTL = timedelta(seconds=3)
 
@@ -73,14 +72,7 @@ class Stack:
         self.worker.start()
 
     def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async def go() -> list[asyncpg.Record]:
-            conn = await asyncpg.connect(self.url)
-            try:
-                return await conn.fetch(sql, *args)
-            finally:
-                await conn.close()
-
-        return asyncio.run(go())
+        return query(self.url, sql, *args)
 
     def new_run(self, state: str = "enqueued") -> int:
         rows = self.query(
