@@ -23,8 +23,8 @@ ALTER TABLE run_attempts DROP CONSTRAINT run_attempts_state_check;
 ALTER TABLE run_attempts ADD CONSTRAINT run_attempts_state_check
     CHECK (state IN ('running', 'succeeded', 'failed', 'retrying', 'timed_out', 'cancelled', 'lost'));
 
--- The sweep's reads: only runs in flight, so their cost follows what is in flight, not the history.
-CREATE INDEX runs_in_flight ON runs (state, id) WHERE state IN ('enqueued', 'running', 'retrying');
+-- The sweep's reads follow what is in flight, not the history: runs by state through runs_by_state (0001), and
+-- these two partial indexes, empty but for what a crash left behind.
 CREATE INDEX runs_followups_due ON runs (id) WHERE followups_due;
 CREATE INDEX notifications_pending ON notifications (id) WHERE state = 'pending';
 
@@ -55,13 +55,8 @@ DECLARE
     v_notify text[];
     v_due boolean;
 BEGIN
-    SELECT * INTO v_run FROM runs
-    WHERE id = p_run_id AND state = 'running' AND (p_attempt IS NULL OR attempts = p_attempt)
-    FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    SELECT * INTO v_schedule FROM schedules WHERE id = v_run.schedule_id;
+    -- The schedule first, unlocked (the update below is what takes the run's row): what the follow-ups need.
+    SELECT s.* INTO v_schedule FROM runs r JOIN schedules s ON s.id = r.schedule_id WHERE r.id = p_run_id;
     v_notify := coalesce(v_schedule.notify, '{}');
     IF p_state = 'succeeded' AND v_schedule.name IS NOT NULL THEN
         -- schedules with a cron of their own fire at its instants, gated by their upstreams (app/upstream_gate.py)
@@ -69,7 +64,7 @@ BEGIN
         IF v_schedule.notify_on_recovery THEN
             -- the run before it (newest first by id: the index)
             SELECT r.state INTO v_previous FROM runs r
-            WHERE r.schedule_id = v_run.schedule_id AND r.id < p_run_id
+            WHERE r.schedule_id = v_schedule.id AND r.id < p_run_id
               AND r.state IN ('succeeded', 'failed', 'timed_out')
             ORDER BY r.id DESC LIMIT 1;
         END IF;
@@ -82,7 +77,11 @@ BEGIN
                     next_attempt_at = CASE WHEN p_state = 'retrying'
                                            THEN now() + make_interval(secs => p_retry_delay_ms / 1000.0) END,
                     followups_due = v_due
-    WHERE id = p_run_id;
+    WHERE id = p_run_id AND state = 'running' AND (p_attempt IS NULL OR attempts = p_attempt)
+    RETURNING * INTO v_run;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     UPDATE run_attempts SET finished_at = now(), state = p_state, error = p_error, retry_delay_ms = p_retry_delay_ms
     WHERE run_id = p_run_id AND attempt = v_run.attempts;
 
