@@ -56,7 +56,8 @@ DECLARE
     v_due boolean;
 BEGIN
     -- The schedule first, unlocked (the update below is what takes the run's row): what the follow-ups need.
-    SELECT s.* INTO v_schedule FROM runs r JOIN schedules s ON s.id = r.schedule_id WHERE r.id = p_run_id;
+    -- Two primary-key lookups, not a join: a join's plan depends on statistics a fresh table does not have yet.
+    SELECT * INTO v_schedule FROM schedules WHERE id = (SELECT schedule_id FROM runs WHERE id = p_run_id);
     v_notify := coalesce(v_schedule.notify, '{}');
     IF p_state = 'succeeded' AND v_schedule.name IS NOT NULL THEN
         -- schedules with a cron of their own fire at its instants, gated by their upstreams (app/upstream_gate.py)
