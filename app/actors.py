@@ -35,6 +35,7 @@ from app.notify.sender import deliver
 from app.notify.store import create_notifications
 from app.publisher import Publisher
 from app.recovery import Sweep
+from app.redaction import register_settings
 from app.settings import Settings
 from app.tracing import setup_tracing
 from app.workflows.builtin import BUILTIN_WORKFLOWS
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from app.db.pool import Pool
 
 settings = Settings.from_env()
+register_settings(settings)  # its secrets are masked in every log line, span, row and output from here on
 configure_logging(settings.log_level, settings.log_format)
 tracer_provider = setup_tracing(settings)
 lock_ttl = timedelta(seconds=settings.lock_ttl_seconds)
@@ -52,7 +54,7 @@ llm_config = LLMConfig.from_settings(settings)
 
 
 async def _on_database_ready(pool: Pool) -> None:
-    await prepare_database(pool, schedules, runnable_actors)
+    await prepare_database(pool, schedules, runnable_actors, allow_link_local=settings.notify_allow_link_local)
 
 
 publisher: Publisher  # set below, once the broker exists; the lambdas read it late
@@ -78,6 +80,7 @@ recovery = Sweep(
     republish_after=timedelta(seconds=settings.republish_after_seconds),
     create_notifications=create_notifications,
     send_notification=_send_notification,
+    retention=settings.retention,
 )
 broker = build_broker(
     settings,
@@ -166,7 +169,9 @@ dify_apps = load_dify_apps(settings.schedules_module)
 
 # What a schedule may target: every actor but the engine's own.
 runnable_actors = frozenset(broker.actors) - {tick.actor_name, notify.actor_name}
-schedules = load_code_schedules(settings.schedules_module, runnable_actors)
+schedules = load_code_schedules(
+    settings.schedules_module, runnable_actors, allow_link_local=settings.notify_allow_link_local
+)
 
 __all__ = [
     "actors",

@@ -7,13 +7,15 @@ transaction of idempotent upserts.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Collection, Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from app.ai.dify import DifyApp
 from app.db.migrate import migrate
 from app.db.queries import sql
 from app.errors import ConfigurationError, InvalidInput
+from app.redaction import register_secrets
 from app.schedule import Schedule
 from app.schedule_store import sync_code_schedules
 
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
     from app.db.pool import Pool
 
 
-def load_code_schedules(module_name: str, known_actors: Collection[str]) -> list[Schedule]:
+def load_code_schedules(
+    module_name: str, known_actors: Collection[str], *, allow_link_local: bool = False
+) -> list[Schedule]:
     """The validated ``SCHEDULES`` list of ``module_name`` (empty name: none). Invalid entries raise at import
     time, before any worker starts, with the schedule's name in the message."""
     if not module_name:
@@ -39,14 +43,15 @@ def load_code_schedules(module_name: str, known_actors: Collection[str]) -> list
     if not isinstance(declared, list | tuple) or not all(isinstance(s, Schedule) for s in declared):
         raise ConfigurationError(f"{module_name}.SCHEDULES must be a list of app.schedule.Schedule")
     try:
-        return [schedule.validated(known_actors) for schedule in declared]
+        return [schedule.validated(known_actors, allow_link_local=allow_link_local) for schedule in declared]
     except InvalidInput as exc:
         raise InvalidInput(f"{module_name}.py: {exc}") from None
 
 
-def load_dify_apps(module_name: str) -> dict[str, DifyApp]:
+def load_dify_apps(module_name: str, environ: Mapping[str, str] | None = None) -> dict[str, DifyApp]:
     """The Dify apps ``module_name`` declares in an optional ``DIFY_APPS`` list, by name (keys stay in the
-    environment: each app names the variable that holds its key)."""
+    environment: each app names the variable that holds its key). The keys set in ``environ`` (default: this
+    process's environment) are registered for redaction now, at boot."""
     if not module_name:
         return {}
     declared = getattr(importlib.import_module(module_name), "DIFY_APPS", [])
@@ -54,13 +59,17 @@ def load_dify_apps(module_name: str) -> dict[str, DifyApp]:
         raise ConfigurationError(f"{module_name}.DIFY_APPS must be a list of app.ai.dify.DifyApp")
     for app in declared:
         app.validate()
+    env = os.environ if environ is None else environ
+    register_secrets(env.get(app.key_env) for app in declared)
     return {app.name: app for app in declared}
 
 
-async def prepare_database(pool: Pool, schedules: Sequence[Schedule] | None, known_actors: Collection[str]) -> None:
+async def prepare_database(
+    pool: Pool, schedules: Sequence[Schedule] | None, known_actors: Collection[str], *, allow_link_local: bool = False
+) -> None:
     """Migrate; then, when ``schedules`` is given, make the code schedules in the database match it."""
     async with pool.acquire() as conn:
         await migrate(conn)
         if schedules is not None:
             now = await conn.fetchval(sql("db_now"))
-            await sync_code_schedules(conn, schedules, known_actors, now=now)
+            await sync_code_schedules(conn, schedules, known_actors, now=now, allow_link_local=allow_link_local)

@@ -32,6 +32,7 @@ from app.middleware.retries import Retries
 from app.middleware.run_lifecycle import RunLifecycle
 from app.middleware.tracing import Tracing
 from app.rabbitmq import FencedRabbitmqBroker
+from app.redaction import redact_url
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def build_broker(
         return StubBroker(middleware=middleware)
     if not settings.broker_url.startswith(("amqp://", "amqps://")):
         raise ConfigurationError(
-            f'PUNCHCLOCK_BROKER_URL="{settings.broker_url}": use amqp://user:pass@host:5672/vhost, or memory://'
+            f'PUNCHCLOCK_BROKER_URL="{redact_url(settings.broker_url)}": use amqp://user:pass@host:5672/vhost,'
+            " or memory://"
         )
     return FencedRabbitmqBroker(
         url=settings.broker_url, confirm_delivery=settings.confirm_delivery, middleware=middleware

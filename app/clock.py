@@ -33,7 +33,7 @@ from opentelemetry import trace
 from app.db.queries import sql
 from app.misfire import Misfire, due_fires
 from app.publisher import Publisher
-from app.recovery import Sweep, sweep
+from app.recovery import Sweep, prune, sweep
 from app.schedule import OPTION_FIELDS, message_options
 from app.tracing import current_trace_id, inject_traceparent
 from app.upstream_gate import Gate, UpstreamRun, Verdict, gate
@@ -79,6 +79,11 @@ async def fire_due(
         except Exception as exc:  # the next tick sweeps again; publishing what is ready must not wait for it
             logger.error("recovery sweep failed", extra={"action": "sweep_failed", "error": str(exc)})
     published = await publish_unpublished(pool, publisher, batch=batch)
+    if recovery is not None:
+        try:
+            await prune(pool, recovery)
+        except Exception as exc:  # the next tick prunes again
+            logger.error("pruning past the retention failed", extra={"action": "prune_failed", "error": str(exc)})
     return TickReport(fired=fired, missed=missed, published=published)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from app.broker import MEMORY_BROKER
+from app.redaction import redact, redact_url
 
 TICK_EVERY_SECONDS = 1.0
 DEV_WORKER_THREADS = 4
@@ -54,7 +55,7 @@ def run_dev() -> int:
     wiring.database.run(lambda pool: pool.fetchval("SELECT 1"))
 
     print("punchclock dev: running", flush=True)
-    print(f"  database   {where} ({url.split('?')[0]})", flush=True)
+    print(f"  database   {where} ({redact_url(url.split('?')[0])})", flush=True)
     print(f"  broker     Dramatiq in-memory broker, {DEV_WORKER_THREADS} worker threads", flush=True)
     print(f"  clock      a ticker thread, every {TICK_EVERY_SECONDS:g} s (periodiq is not needed)", flush=True)
     names = ", ".join(s.name for s in wiring.schedules) or "none"
@@ -81,7 +82,7 @@ def run_dev() -> int:
                         )
                     )
             except Exception as exc:  # a failed tick is retried by the next one; say why and keep going
-                print(f"punchclock dev: tick failed: {exc}", file=sys.stderr, flush=True)
+                print(f"punchclock dev: tick failed: {redact(str(exc))}", file=sys.stderr, flush=True)
     finally:
         marker.unlink(missing_ok=True)
     print("punchclock dev: stopping (waiting for running actors)", flush=True)

@@ -11,6 +11,9 @@ every run and attempt reaches a final state.
     follow-ups due FOLLOWUP_GRACE ago   done here (notifications created, dependents fired)
     notification pending NOTIFY_GRACE   sent again (a delivery in progress holds a claim, so none is sent twice
                                         at once)
+    final run past the retention        deleted with its attempts, steps and notifications: one batch of
+                                        ``SWEEP_BATCH`` per tick (app/retention.py), when retention is on;
+                                        :func:`prune`, which the tick calls after publishing
 
 Each step handles at most ``batch`` rows per tick (SKIP LOCKED, so concurrent ticks take disjoint rows); what
 is left waits for the next tick. The outbox itself (``scheduled`` runs) is published by the tick right after.
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from app.db.queries import sql
 from app.followups import CreateNotifications, follow_up
+from app.retention import SWEEP_BATCH, prune_batch, sweep_cutoff
 
 if TYPE_CHECKING:
     from app.db.pool import Pool
@@ -42,11 +46,12 @@ NOTIFY_GRACE = timedelta(minutes=1)
 @dataclass(frozen=True)
 class Sweep:
     """What the sweep needs from the wiring: how long a run's message may be overdue before it is re-published,
-    and how notifications are created and sent."""
+    how notifications are created and sent, and how long finished runs are kept (None: forever)."""
 
     republish_after: timedelta
     create_notifications: CreateNotifications
     send_notification: Callable[[int], None]
+    retention: timedelta | None = None
 
 
 @dataclass
@@ -91,6 +96,21 @@ async def sweep(pool: Pool, config: Sweep, *, batch: int) -> SweepReport:
         # Publishing blocks on the broker (pika): off the event loop the pool lives on.
         await asyncio.to_thread(_send_all, config.send_notification, [*notifications, *overdue])
     return report
+
+
+async def prune(pool: Pool, config: Sweep) -> int:
+    """One batch of runs past the retention (its own transaction: it never holds locks across the sweep); none
+    when retention is off. The tick calls it after publishing, so a batch never delays a fire."""
+    if config.retention is None:
+        return 0
+    cutoff = sweep_cutoff(await pool.fetchval(sql("db_now")), config.retention)
+    pruned = (await prune_batch(pool, cutoff, SWEEP_BATCH)).deleted
+    if pruned:
+        logger.info(
+            "runs past the retention pruned",
+            extra={"action": "runs_pruned", "runs": pruned, "before": cutoff.isoformat(), "by": "sweep"},
+        )
+    return pruned
 
 
 def _send_all(send: Callable[[int], None], notification_ids: list[int]) -> None:

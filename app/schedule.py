@@ -57,8 +57,9 @@ class Schedule:
     retry_timeouts: bool = False
     notify_on_recovery: bool = False
 
-    def validated(self, known_actors: Collection[str]) -> Schedule:
-        """This schedule with its cron normalised, or :class:`InvalidInput` naming the bad value and the fix."""
+    def validated(self, known_actors: Collection[str], *, allow_link_local: bool = False) -> Schedule:
+        """This schedule with its cron normalised, or :class:`InvalidInput` naming the bad value and the fix.
+        ``allow_link_local`` (``PUNCHCLOCK_NOTIFY_ALLOW_LINK_LOCAL``) lets notify targets reach link-local hosts."""
         if not _NAME.match(self.name):
             raise InvalidInput(
                 f'invalid schedule name "{self.name}": use 1-100 letters, digits, "_", ".", ":" or "-",'
@@ -120,7 +121,7 @@ class Schedule:
             )
         if self.min_backoff > self.max_backoff:
             raise InvalidInput(f"min_backoff {self.min_backoff} is above max_backoff {self.max_backoff}")
-        notify = tuple(parse_target(entry).entry for entry in self.notify)
+        notify = tuple(parse_target(entry, allow_link_local=allow_link_local).entry for entry in self.notify)
         return replace(
             self, cron=cron, misfire=misfire, args=args, notify=notify, after=tuple(self.after), overlap=overlap
         )

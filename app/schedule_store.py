@@ -113,10 +113,15 @@ async def add_schedule(conn: Connection, schedule: Schedule, *, now: datetime) -
 
 
 async def sync_code_schedules(
-    conn: Connection, schedules: Iterable[Schedule], known_actors: Collection[str], *, now: datetime
+    conn: Connection,
+    schedules: Iterable[Schedule],
+    known_actors: Collection[str],
+    *,
+    now: datetime,
+    allow_link_local: bool = False,
 ) -> tuple[list[str], list[str]]:
     """Make the database match ``schedules.py``: (names synced, names orphaned). All or nothing."""
-    validated = [s.validated(known_actors) for s in schedules]
+    validated = [s.validated(known_actors, allow_link_local=allow_link_local) for s in schedules]
     names = [s.name for s in validated]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

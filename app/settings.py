@@ -10,9 +10,11 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 
-from app.errors import ConfigurationError
+from app.errors import ConfigurationError, InvalidInput
+from app.retention import parse_retention
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -33,6 +35,7 @@ class Settings:
     publish_threads: int = 4
     lock_ttl_seconds: int = 300
     republish_after_seconds: int = 600
+    notify_allow_link_local: bool = False
     schedules_module: str = "schedules"
     log_level: str = "INFO"
     log_format: str = "text"
@@ -53,10 +56,17 @@ class Settings:
     embedding_api_key: str = dataclasses.field(default="", repr=False)
     embedding_model: str = ""
     trace_content: bool = False
+    # how long a run is kept after it finishes (app/retention.py); ``off``: forever
+    run_retention: str = "90d"
 
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
+
+    @property
+    def retention(self) -> timedelta | None:
+        """``run_retention`` read: how long a finished run is kept; None when retention is off."""
+        return parse_retention(self.run_retention)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +102,12 @@ class Settings:
             raise ConfigurationError(f"PUNCHCLOCK_DB_POOL_SIZE={self.db_pool_size}: must be 2 or more (default 10)")
         if self.log_format not in ("text", "json"):
             raise ConfigurationError(f'PUNCHCLOCK_LOG_FORMAT="{self.log_format}": use text or json')
+        try:
+            parse_retention(self.run_retention)
+        except InvalidInput as exc:
+            raise ConfigurationError(
+                f'PUNCHCLOCK_RUN_RETENTION="{self.run_retention}": {exc} (default 90d; off keeps runs forever)'
+            ) from None
         if self.database_url and not self.database_url.startswith(("postgres://", "postgresql://")):
             raise ConfigurationError(
                 f"PUNCHCLOCK_DATABASE_URL must start with postgresql:// (got {self.database_url.split(':')[0]}://…)"

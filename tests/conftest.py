@@ -8,8 +8,17 @@ import asyncpg
 import pika
 import pytest
 
+from app import redaction
 from app.db.pool import create_pool
 from tests import services
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_left_registered() -> Iterator[None]:
+    """Secrets registered for redaction are process-wide: each test starts with none from another."""
+    redaction.forget_secrets()
+    yield
+    redaction.forget_secrets()
 
 
 @pytest.fixture(scope="session")

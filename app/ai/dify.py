@@ -31,10 +31,12 @@ from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from app.errors import ConfigurationError, InvalidInput
+from app.redaction import redact, register_secret
+from app.tracing import record_error
 from app.transient import PermanentError, TransientError, classify
 
 if TYPE_CHECKING:
@@ -115,15 +117,19 @@ class DifyResult:
 
 
 class DifyWorkflowFailed(PermanentError):
-    """The workflow ran and ended ``failed`` or ``stopped`` (or another unfinished status); ``error`` is Dify's."""
+    """The workflow ran and ended ``failed`` or ``stopped`` (or another unfinished status); ``error`` is Dify's,
+    ``total_tokens`` what the run spent before it ended (billed all the same)."""
 
-    def __init__(self, app: str, workflow_run_id: str, status: str, error: str | None) -> None:
+    def __init__(
+        self, app: str, workflow_run_id: str, status: str, error: str | None, *, total_tokens: int = 0
+    ) -> None:
         detail = error or "no error message"
         super().__init__(f'Dify app "{app}": workflow run {workflow_run_id} {status}: {detail}')
         self.app = app
         self.workflow_run_id = workflow_run_id
         self.status = status
         self.error = error
+        self.total_tokens = total_tokens
 
 
 class DifyClient:
@@ -206,6 +212,7 @@ class DifyClient:
         key = self._environ.get(app.key_env, "").strip()
         if not key:
             raise ConfigurationError(f'Dify app "{app.name}": set {app.key_env} to its app-… API key')
+        register_secret(key)  # a key set after boot (the environ is read per call) is masked from now on too
         return key
 
     async def _run_with_retries(self, app: DifyApp, key: str, inputs: dict[str, Any], user: str) -> DifyResult:
@@ -238,7 +245,7 @@ class DifyClient:
             )
         except httpx.HTTPError as exc:  # timeouts, refused connections, protocol errors
             verdict = classify(exc, retry_timeouts=True)
-            detail = _scrub(str(exc), key) or "no detail"
+            detail = redact(str(exc), also=[key]) or "no detail"
             message = f"{where}: {type(exc).__name__}: {detail}"
             if verdict.transient:
                 raise TransientError(message) from None
@@ -273,19 +280,21 @@ def _parse_reply(app: str, response: httpx.Response, key: str) -> DifyResult:
             workflow_run_id=run_id,
             status=status,
             outputs=outputs,
-            error=_scrub(str(error), key) if error is not None else None,
+            error=redact(str(error), also=[key]) if error is not None else None,
             elapsed_time=float(elapsed) if elapsed is not None else None,
             total_tokens=int(tokens),
             total_steps=int(steps) if steps is not None else None,
         )
     except (ValueError, TypeError, KeyError, AttributeError):
-        excerpt = _scrub(response.text[:EXCERPT_CHARS], key).strip() or "(empty body)"
+        excerpt = redact(response.text[:EXCERPT_CHARS], also=[key]).strip() or "(empty body)"
         raise PermanentError(
             f'Dify app "{app}": HTTP {response.status_code} is not a blocking workflow reply '
             f"(is the base URL the Service API?): {excerpt}"
         ) from None
     if result.status not in SUCCEEDED:
-        raise DifyWorkflowFailed(app, result.workflow_run_id, result.status, result.error)
+        raise DifyWorkflowFailed(
+            app, result.workflow_run_id, result.status, result.error, total_tokens=result.total_tokens
+        )
     return result
 
 
@@ -300,11 +309,7 @@ def _error_text(response: httpx.Response, key: str) -> str:
         text = f"{code}: {body['message']}" if code else str(body["message"])
     else:
         text = response.text[:EXCERPT_CHARS].strip() or response.reason_phrase or "(empty body)"
-    return _scrub(text, key)
-
-
-def _scrub(text: str, key: str) -> str:
-    return text.replace(key, "***")
+    return redact(text, also=[key])
 
 
 def _retry_after(state: RetryCallState) -> float:
@@ -319,8 +324,7 @@ def _record_failure(span: Span, exc: Exception) -> None:
     if isinstance(exc, DifyWorkflowFailed):
         span.set_attribute("dify.workflow_run_id", exc.workflow_run_id)
         span.set_attribute("dify.status", exc.status)
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, str(exc)))
+    record_error(span, exc)
 
 
 def _log_retry(app: DifyApp, state: RetryCallState) -> None:

@@ -8,14 +8,13 @@
     a 200 that is not the expected JSON         PermanentError
     a base URL httpx cannot use                 ConfigurationError
 
-Messages never hold an API key, an ``Authorization`` header, or a URL's query string or user info: httpx's own
-messages may contain the URL, and a server may echo the key back ("Incorrect API key provided: sk-…").
+Messages never hold an API key, an ``Authorization`` header, a URL's query values or password: httpx's own
+messages may contain the URL, and a server may echo the key back ("Incorrect API key provided: sk-…"). All of
+it goes through :func:`app.redaction.redact`, the endpoint's key passed along in case it is not registered.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -23,13 +22,10 @@ import httpx
 
 from app.ai.config import Endpoint
 from app.errors import ConfigurationError, PunchclockError
+from app.redaction import redact
 from app.transient import PermanentError, TransientError, classify
 
-REDACTED = "[redacted]"
 _MAX_SERVER_MESSAGE = 500
-# scheme://[userinfo@]rest[?query][#fragment]: keep the scheme and rest only.
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@?#]*@)?([^\s?#'\"<>]*)(?:\?[^\s#'\"<>]*)?(?:#\S*)?")
-_BEARER = re.compile(r"\b(Bearer|Basic)\s+[^\s'\",]+", flags=re.IGNORECASE)
 
 
 class AttemptFailed(Exception):
@@ -55,16 +51,6 @@ class AttemptFailed(Exception):
             return self
         error = TransientError(f"{self.error} (gave up after {attempts} attempts)", retry_after=self.retry_after)
         return AttemptFailed(error, self.error_type)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` without URL query strings and user info, ``Bearer …`` credentials, or any of ``secrets``."""
-    text = _URL.sub(r"\1\2", text)
-    text = _BEARER.sub(rf"\1 {REDACTED}", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 def safe_url(url: httpx.URL) -> str:
@@ -109,7 +95,7 @@ def server_message(response: httpx.Response, secret: str) -> str:
         text = text or str(body.get("message") or body.get("detail") or "")
     elif body is None and response.headers.get("content-type", "").startswith("text/plain"):
         text = response.text
-    text = " ".join(scrub(text, [secret]).split())
+    text = " ".join(redact(text, also=[secret]).split())
     return text if len(text) <= _MAX_SERVER_MESSAGE else text[: _MAX_SERVER_MESSAGE - 1] + "…"
 
 
@@ -119,7 +105,7 @@ def request_failure(endpoint: Endpoint, exc: httpx.RequestError, url: httpx.URL,
     name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     if isinstance(exc, httpx.TimeoutException):
         return AttemptFailed(TransientError(f"{where} timed out after {timeout:g} s ({type(exc).__name__})"), "timeout")
-    detail = scrub(str(exc), [endpoint.api_key]) or "no detail"
+    detail = redact(str(exc), also=[endpoint.api_key]) or "no detail"
     if classify(exc, retry_timeouts=False).transient:
         return AttemptFailed(TransientError(f"{where} failed: {type(exc).__name__}: {detail}"), name)
     return AttemptFailed(ConfigurationError(f"{where}: {detail} (check {endpoint.variables}_BASE_URL)"), name)

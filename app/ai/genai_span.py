@@ -19,8 +19,9 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from app.ai.config import Endpoint
-from app.ai.failures import AttemptFailed, scrub
+from app.ai.failures import AttemptFailed
 from app.ai.usage import Usage
+from app.redaction import redact
 
 TRACER_NAME = "punchclock.ai"
 
@@ -57,14 +58,14 @@ def genai_span(
 
 def _record_error(span: Span, exc: BaseException, error_type: str, secrets: Iterable[str]) -> None:
     secrets = tuple(secrets)
-    message = scrub(str(exc), secrets)
+    message = redact(str(exc), also=secrets)
     span.set_attribute("error.type", error_type)
     span.set_status(Status(StatusCode.ERROR, message))
     span.record_exception(
         exc,
         attributes={
             "exception.message": message,
-            "exception.stacktrace": scrub("".join(traceback.format_exception(exc)), secrets),
+            "exception.stacktrace": redact("".join(traceback.format_exception(exc)), also=secrets),
         },
     )
 

@@ -1,7 +1,7 @@
 """One database session per CLI command: connect, migrate (idempotent and cheap), do the work, close.
 
-Connection failures become :class:`ConfigurationError` naming ``PUNCHCLOCK_DATABASE_URL`` (exit code 1), with
-the password left out of the message.
+Connection failures become :class:`ConfigurationError` naming ``PUNCHCLOCK_DATABASE_URL`` (exit code 1), the URL
+shown through :func:`app.redaction.redact_url` (no password).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -19,6 +18,7 @@ from app.db.migrate import migrate
 from app.db.pool import connect, database_url
 from app.db.queries import sql
 from app.errors import ConfigurationError, PunchclockError
+from app.redaction import redact_url
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -48,17 +48,18 @@ def run_with_database(settings: Settings, work: Callable[[Database], Awaitable[T
 
 async def _session(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     url = database_url(settings)
+    shown = redact_url(url)
     try:
         conn = await connect(url)
     except DATABASE_ERRORS as exc:
-        raise ConfigurationError(f"cannot connect to PostgreSQL at {_where(url)}: {exc}; {_fix(settings)}") from None
+        raise ConfigurationError(f"cannot connect to PostgreSQL at {shown}: {exc}; {_fix(settings)}") from None
     try:
         migrated = await migrate(conn)
         return await work(Database(conn, url, migrated))
     except asyncpg.PostgresError as exc:  # the server answered, with an error
-        raise PunchclockError(f"PostgreSQL at {_where(url)} refused: {exc}") from None
+        raise PunchclockError(f"PostgreSQL at {shown} refused: {exc}") from None
     except DATABASE_ERRORS as exc:
-        raise PunchclockError(f"lost the connection to PostgreSQL at {_where(url)}: {exc}; {_fix(settings)}") from None
+        raise PunchclockError(f"lost the connection to PostgreSQL at {shown}: {exc}; {_fix(settings)}") from None
     finally:
         await conn.close()
 
@@ -70,13 +71,3 @@ def _fix(settings: Settings) -> str:
         f"the embedded PostgreSQL in {settings.pgdata} did not answer; remove that directory to start afresh,"
         " or set PUNCHCLOCK_DATABASE_URL"
     )
-
-
-def _where(url: str) -> str:
-    """``url`` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))

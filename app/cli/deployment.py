@@ -22,7 +22,9 @@ def registered_actors() -> frozenset[str]:
 def code_schedules(settings: Settings) -> list[Schedule]:
     """The validated schedules of this command's ``PUNCHCLOCK_SCHEDULES_MODULE`` (``schedules.py``; empty: none),
     read with the command's own settings rather than those ``app.actors`` was first imported with."""
-    return load_code_schedules(settings.schedules_module, registered_actors())
+    return load_code_schedules(
+        settings.schedules_module, registered_actors(), allow_link_local=settings.notify_allow_link_local
+    )
 
 
 def publisher() -> Publisher:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 2 bad input (a value rejected, a schedule or run not found, a usage error); 1 any other
 failure (settings that cannot work, PostgreSQL or RabbitMQ unreachable). Errors go to stderr as
-``punchclock: error: <message>``.
+``punchclock: error: <message>``, redacted (:func:`app.redaction.redact`, the settings' secrets registered as
+soon as they are read).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from app.cli import runs, schedules, stats
 from app.cli.database import Database, run_with_database
 from app.dev import dev_running
 from app.errors import InvalidInput, NotFound, PunchclockError
+from app.logs import quiet_root_logging
+from app.redaction import redact, register_settings
 from app.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # schedules and actors modules from the working directory.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    quiet_root_logging()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
@@ -64,13 +68,14 @@ def cli_settings() -> Settings:
     explicitly, the in-memory broker, so a triggered run is left for dev's ticker rather than sent to a
     RabbitMQ that no dev worker reads."""
     settings = Settings.from_env()
+    register_settings(settings)
     if "PUNCHCLOCK_BROKER_URL" not in os.environ and dev_running(settings.data_dir):
         return replace(settings, broker_url=MEMORY_BROKER)
     return settings
 
 
 def _fail(error: Exception, code: int) -> int:
-    print(f"punchclock: error: {error}", file=sys.stderr)
+    print(f"punchclock: error: {redact(str(error))}", file=sys.stderr)
     return code
 
 

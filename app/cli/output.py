@@ -18,6 +18,7 @@ from tabulate import tabulate
 
 from app.durations import format_duration
 from app.notify.targets import parse_target
+from app.redaction import redact
 from app.runs import Run
 from app.schedule_store import StoredSchedule
 
@@ -46,7 +47,7 @@ def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
 
 
 def warn(message: str) -> None:
-    print(f"punchclock: warning: {message}", file=sys.stderr)
+    print(f"punchclock: warning: {redact(message)}", file=sys.stderr)
 
 
 def local_time(moment: datetime | None, zone: ZoneInfo | None) -> str:
@@ -105,7 +106,8 @@ def schedule_json(stored: StoredSchedule) -> dict[str, Any]:
         "timeout": duration(s.timeout),
         "retry_timeouts": s.retry_timeouts,
         "jitter": duration(s.jitter),
-        "notify": [parse_target(entry).masked for entry in s.notify],  # webhook URLs are credentials
+        # webhook URLs are credentials; stored entries were judged when defined (link-local hosts included)
+        "notify": [parse_target(entry, allow_link_local=True).masked for entry in s.notify],
         "notify_on_recovery": s.notify_on_recovery,
         "after": list(s.after),
         "next_fire_at": None if s.paused else iso(stored.next_fire_at),

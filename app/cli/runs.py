@@ -1,4 +1,5 @@
-"""``punchclock runs list``, ``runs show RUN_ID``: the run history, newest first; ``runs cancel``, ``runs retry``.
+"""``punchclock runs list``, ``runs show RUN_ID``: the run history, newest first; ``runs cancel``, ``runs retry``;
+``runs prune``: delete finished runs past the retention (app/retention.py).
 
 Times are shown in the zone of the run's schedule; a run whose schedule was deleted is shown in UTC.
 """
@@ -6,18 +7,22 @@ Times are shown in the zone of the run's schedule; a run whose schedule was dele
 from __future__ import annotations
 
 import argparse
+import logging
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from app import retention
 from app.cli import output
+from app.cli.arguments import option
 from app.cli.database import Database, run_with_database
 from app.cli.trigger import record_and_publish, report
 from app.cron import validate_timezone
+from app.durations import format_duration, parse_duration
 from app.errors import InvalidInput, NotFound
 from app.runs import (
     Run,
@@ -43,6 +48,8 @@ MAX_LIMIT = 100_000
 MAX_RUN_ID = 2**63 - 1
 
 Zones = dict[str, ZoneInfo]
+
+logger = logging.getLogger(__name__)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +77,24 @@ def register(parser: argparse.ArgumentParser) -> None:
     retry.add_argument("run_id", type=int, metavar="RUN_ID")
     retry.set_defaults(handler=retry_command)
 
+    prune = commands.add_parser(
+        "prune", help="delete finished runs older than the retention, with their attempts, steps and notifications"
+    )
+    prune.add_argument(
+        "--older-than",
+        metavar="DUR",
+        help="runs that finished longer ago than this (default: PUNCHCLOCK_RUN_RETENTION, 90d)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count the runs that would go; delete nothing")
+    prune.add_argument(
+        "--batch",
+        type=int,
+        default=retention.DEFAULT_BATCH,
+        metavar="N",
+        help=f"runs per transaction, 1-{retention.MAX_BATCH} (default {retention.DEFAULT_BATCH})",
+    )
+    prune.set_defaults(handler=prune_command)
+
 
 async def _zones(conn: asyncpg.Connection[Any], runs: list[Run]) -> Zones:
     """The time zone of each run's schedule, by schedule name, for the schedules that still exist."""
@@ -91,6 +116,14 @@ def known_run_id(run_id: int) -> int:
     return run_id
 
 
+async def fetch_listing(
+    conn: asyncpg.Connection[Any], *, schedule: str | None, state: RunState | None, limit: int
+) -> tuple[list[Run], Zones]:
+    """What ``runs list`` reads: the runs, newest first, and the zones of their schedules."""
+    runs = await list_runs(conn, schedule=schedule, state=state, limit=limit)
+    return runs, await _zones(conn, runs)
+
+
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.limit <= MAX_LIMIT:
         raise InvalidInput(
@@ -99,8 +132,7 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
     state = None if args.state is None else parse_state(args.state)
 
     async def fetch(db: Database) -> tuple[list[Run], Zones]:
-        runs = await list_runs(db.conn, schedule=args.schedule, state=state, limit=args.limit)
-        return runs, await _zones(db.conn, runs)
+        return await fetch_listing(db.conn, schedule=args.schedule, state=state, limit=args.limit)
 
     runs, zones = run_with_database(settings, fetch)
     if args.json:
@@ -137,17 +169,22 @@ class RunDetail:
     zone: ZoneInfo | None
 
 
+async def fetch_detail(conn: asyncpg.Connection[Any], run_id: int) -> RunDetail:
+    """What ``runs show`` reads: the run, its attempts and notifications, its schedule's zone."""
+    run = await get_run(conn, run_id)
+    return RunDetail(
+        run,
+        await list_attempts(conn, run.id),
+        await list_notifications(conn, run.id),
+        _zone(run, await _zones(conn, [run])),
+    )
+
+
 def show_command(args: argparse.Namespace, settings: Settings) -> int:
     known_run_id(args.run_id)
 
     async def fetch(db: Database) -> RunDetail:
-        run = await get_run(db.conn, args.run_id)
-        return RunDetail(
-            run,
-            await list_attempts(db.conn, run.id),
-            await list_notifications(db.conn, run.id),
-            _zone(run, await _zones(db.conn, [run])),
-        )
+        return await fetch_detail(db.conn, args.run_id)
 
     detail = run_with_database(settings, fetch)
     run, zone = detail.run, detail.zone
@@ -280,6 +317,51 @@ def retry_command(args: argparse.Namespace, settings: Settings) -> int:
         done=f"run {run.id}{of} {run.state} (manual retry of run {args.run_id}, {run.actor})",
     )
     return 0
+
+
+# prune ----------------------------------------------------------------------------------------------------
+
+
+def prune_command(args: argparse.Namespace, settings: Settings) -> int:
+    batch = retention.check_batch(args.batch)
+    if args.older_than is not None:
+        age = _older_than(args.older_than)
+    elif settings.retention is not None:
+        age = settings.retention
+    else:
+        raise InvalidInput(
+            "retention is off (PUNCHCLOCK_RUN_RETENTION=off): pass --older-than DUR to prune runs anyway"
+        )
+
+    async def work(db: Database) -> tuple[datetime, retention.Progress | int]:
+        cutoff = await db.now() - age
+        if args.dry_run:
+            return cutoff, await retention.count_prunable(db.conn, cutoff)
+        return cutoff, await retention.prune(db.conn, cutoff, batch=batch, report=_progress)
+
+    cutoff, done = run_with_database(settings, work)
+    before = f"finished before {output.utc_time(cutoff)} (older than {format_duration(age)})"
+    if isinstance(done, int):
+        print(f"{done:,} runs {before} would be pruned; dry run, nothing deleted")
+        return 0
+    logger.info(
+        "runs past the retention pruned",
+        extra={"action": "runs_pruned", "runs": done.deleted, "before": cutoff.isoformat(), "by": "cli"},
+    )
+    print(f"pruned {done.deleted:,} runs {before} in {done.seconds:.1f}s ({done.rate:,.0f} runs/s)")
+    return 0
+
+
+def _older_than(text: str) -> timedelta:
+    age = option("--older-than", parse_duration, text)
+    try:
+        return retention.check_age(age)
+    except InvalidInput as exc:
+        raise InvalidInput(f"invalid --older-than {text}: {exc}") from None
+
+
+def _progress(progress: retention.Progress) -> None:
+    print(f"pruned {progress.deleted:,} runs so far ({progress.rate:,.0f} runs/s)", flush=True)
 
 
 def _schedule_label(run: Run) -> str | None:

@@ -151,7 +151,9 @@ def add_command(args: argparse.Namespace, settings: Settings) -> int:
         retry_timeouts=args.retry_timeouts,
         notify_on_recovery=args.notify_on_recovery,
     )
-    schedule = Schedule(name=args.name, actor=args.actor, cron=args.cron, **fields).validated(registered_actors())
+    schedule = Schedule(name=args.name, actor=args.actor, cron=args.cron, **fields).validated(
+        registered_actors(), allow_link_local=settings.notify_allow_link_local
+    )
 
     async def add(db: Database) -> StoredSchedule:
         return await add_schedule(db.conn, schedule, now=await db.now())
@@ -257,7 +259,8 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("jitter", output.duration(s.jitter)),
             (
                 "notify",
-                ", ".join(parse_target(e).masked for e in s.notify)
+                # stored entries are shown as they are, whatever the link-local policy that let them in
+                ", ".join(parse_target(e, allow_link_local=True).masked for e in s.notify)
                 + (" (and on recovery)" if s.notify and s.notify_on_recovery else ""),
             ),
             ("after", ", ".join(s.after)),
@@ -363,7 +366,9 @@ def sync_command(args: argparse.Namespace, settings: Settings) -> int:
     schedules, known = code_schedules(settings), registered_actors()
 
     async def sync(db: Database) -> tuple[list[str], list[str]]:
-        return await sync_code_schedules(db.conn, schedules, known, now=await db.now())
+        return await sync_code_schedules(
+            db.conn, schedules, known, now=await db.now(), allow_link_local=settings.notify_allow_link_local
+        )
 
     synced, orphaned = run_with_database(settings, sync)
     source = settings.schedules_module or "no module (PUNCHCLOCK_SCHEDULES_MODULE is empty)"

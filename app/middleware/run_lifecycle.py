@@ -32,11 +32,13 @@ from dramatiq.middleware import SkipMessage, TimeLimitExceeded
 
 from app.db.outage import is_outage, wait_out
 from app.followups import CreateNotifications, follow_up
+from app.jsonb import jsonb_problem
 from app.middleware.database import DatabasePool
 from app.middleware.heartbeat import RunHeartbeat
 from app.overlap import Lease, resolve_lease
+from app.redaction import redact, redact_json
 from app.runs import FinishOutcome, RunState, StartOutcome, fail_unstartable, finish_attempt, start_run
-from app.tracing import current_trace_id, scrub_urls
+from app.tracing import current_trace_id
 from app.transient import MAX_RETRY_DELAY_MS, RunCancelled, RunSuperseded
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ class RunLifecycle(dramatiq.Middleware):
         except SkipMessage:
             raise
         except Exception as exc:
-            reason = scrub_urls(f"the start check failed: {type(exc).__name__}: {exc}".rstrip(": "))
+            reason = redact(f"the start check failed: {type(exc).__name__}: {exc}".rstrip(": "))
             self._fail_unstartable(run_id, reason)
             raise SkipMessage() from None
 
@@ -264,11 +266,11 @@ class RunLifecycle(dramatiq.Middleware):
 def _attempt_end(
     message: dramatiq.MessageProxy, result: Any, exception: BaseException | None
 ) -> tuple[RunState, Any, str | None]:
-    """(state, output, error) of the attempt that just ended."""
+    """(state, output, error) of the attempt that just ended; the error redacted (URLs in it carry tokens:
+    httpx puts the request's in its messages), the output with known secrets masked."""
     if exception is None:
         return RunState.SUCCEEDED, _jsonable(result), None
-    # URLs in an error (httpx puts the request's in its messages) may carry tokens: stored redacted.
-    error = scrub_urls(f"{type(exception).__name__}: {exception}".rstrip(": "))
+    error = f"{type(exception).__name__}: {exception}".rstrip(": ")
     if isinstance(exception, RunCancelled):
         return RunState.CANCELLED, None, "cancelled by punchclock runs cancel"
     if isinstance(exception, RunSuperseded):  # its end is not recorded: the finish is fenced by attempt
@@ -276,6 +278,7 @@ def _attempt_end(
     reason = message.options.get("failure_reason")
     if reason:
         error = f"{error} ({reason})"
+    error = redact(error)
     if not message.failed:
         return RunState.RETRYING, None, error
     if isinstance(exception, TimeLimitExceeded):
@@ -285,9 +288,13 @@ def _attempt_end(
 
 
 def _jsonable(result: Any) -> Any:
-    """The actor's return value as run output; one JSON cannot hold is kept as its repr, not lost."""
+    """The actor's return value as run output, known secrets masked (:func:`app.redaction.redact_json`: an
+    output's own links stay); one JSON cannot hold is kept as its repr, redacted as text, not lost."""
     try:
         json.dumps(result)
     except (TypeError, ValueError):
-        return {"repr": repr(result)[:2000], "note": "the actor returned a value that is not JSON"}
-    return result
+        return {"repr": redact(repr(result)[:2000]), "note": "the actor returned a value that is not JSON"}
+    problem = jsonb_problem(result, "output")  # NaN, "\u0000": JSON to Python, refused by PostgreSQL's jsonb
+    if problem is not None:
+        return {"repr": redact(repr(result)[:2000]), "note": f"the actor returned a value jsonb cannot hold: {problem}"}
+    return redact_json(result)

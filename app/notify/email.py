@@ -14,13 +14,15 @@ from email.message import EmailMessage
 from app.notify.bodies import RunEvent, message_text
 from app.notify.delivery_error import DeliveryError
 from app.notify.targets import Target
+from app.redaction import redact
 from app.settings import Settings
 
 SMTP_TIMEOUT_SECONDS = 30.0
 
 
 def send_mail(settings: Settings, target: Target, event: RunEvent, *, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
-    """Mail ``event`` to ``target``'s recipients; :class:`DeliveryError` (password scrubbed) when not accepted."""
+    """Mail ``event`` to ``target``'s recipients; :class:`DeliveryError` (redacted, the SMTP password included)
+    when not accepted."""
     if not settings.smtp_host:
         raise DeliveryError(f"{target.masked}: PUNCHCLOCK_SMTP_HOST is not set; set it to send mail", transient=False)
     subject, text = message_text(event)
@@ -63,6 +65,5 @@ def send_mail(settings: Settings, target: Target, event: RunEvent, *, timeout: f
 
 
 def _error(settings: Settings, target: Target, server: str, detail: str, *, transient: bool) -> DeliveryError:
-    if settings.smtp_password:
-        detail = detail.replace(settings.smtp_password, "***")
+    detail = redact(detail, also=[settings.smtp_password])
     return DeliveryError(f"{target.masked}: {server}: {detail}", transient=transient)

@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
-from app.errors import NotFound
+from app.errors import ConfigurationError, NotFound
+from app.notify.bodies import RunEvent
 from app.notify.delivery_error import DeliveryError
 from app.notify.email import send_mail
 from app.notify.store import Notification, claim, load_notification, mark_failed, mark_sent
-from app.notify.targets import TargetKind
+from app.notify.targets import Target, TargetKind
 from app.notify.webhook import post_webhook
+from app.redaction import redact
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,9 +55,11 @@ async def deliver(
     settings: Settings,
     http: httpx.AsyncClient,
     wait: WaitBaseT = BACKOFF,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Send notification ``notification_id`` and record the outcome. ``wait``: tenacity's wait between attempts
-    (tests pass ``wait_none()``). Raises only database errors."""
+    (tests pass ``wait_none()``); ``environ``: where ``env:`` targets are read (default: this process's
+    environment, read at each delivery). Raises only database errors."""
     try:
         notification = await load_notification(pool, notification_id)
     except NotFound as exc:  # its run was deleted: nothing to send, nothing to retry
@@ -68,6 +74,10 @@ async def deliver(
                 f'{notification.target}: no longer a notify target of schedule "{notification.event.schedule}"',
                 transient=False,
             )
+        try:
+            target = notification.entry.resolve(os.environ if environ is None else environ)
+        except ConfigurationError as exc:  # an env: target whose variable is unset or no URL: this one fails
+            raise DeliveryError(str(exc), transient=False) from None
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(ATTEMPTS),
             wait=wait,
@@ -77,7 +87,7 @@ async def deliver(
         ):
             with attempt:
                 attempts += 1
-                await _send(notification, settings=settings, http=http)
+                await _send(target, notification.event, settings=settings, http=http)
     except DeliveryError as exc:
         await mark_failed(pool, notification.id, attempts, str(exc))
         logger.warning(
@@ -92,20 +102,16 @@ async def deliver(
     )
 
 
-async def _send(notification: Notification, *, settings: Settings, http: httpx.AsyncClient) -> None:
-    target = notification.entry
-    assert target is not None
+async def _send(target: Target, event: RunEvent, *, settings: Settings, http: httpx.AsyncClient) -> None:
     try:
         if target.kind is TargetKind.MAILTO:
-            await asyncio.to_thread(send_mail, settings, target, notification.event)
+            await asyncio.to_thread(send_mail, settings, target, event)
         else:
-            await post_webhook(http, target, notification.event)
+            await post_webhook(http, target, event)
     except DeliveryError:
         raise
-    except Exception as exc:  # a bug or an unforeseen library error: recorded, not retried, secrets scrubbed
-        detail = target.scrub(str(exc))
-        if settings.smtp_password:
-            detail = detail.replace(settings.smtp_password, "***")
+    except Exception as exc:  # a bug or an unforeseen library error: recorded, not retried, secrets masked
+        detail = redact(str(exc), also=[*target.secrets, settings.smtp_password])
         raise DeliveryError(f"{target.masked}: {type(exc).__name__}: {detail}", transient=False) from None
 
 

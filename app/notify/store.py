@@ -1,9 +1,9 @@
 """Notification rows: one per target of a run's event, ``pending → sent | failed``.
 
-A row stores the target *masked*; the full entry (a webhook URL is a credential) is looked up again on the
-schedule when the row is delivered: the schedule entry that masks to the row's target, the n-th one when several
-mask alike (the rows were created in the schedule's order). A schedule edited in between may no longer have it:
-the row then fails, saying so.
+A row stores the target *masked* (an ``env:`` target as its variable's name) and its error redacted; the full
+entry (a webhook URL is a credential) is looked up again on the schedule when the row is delivered: the schedule
+entry that masks to the row's target, the n-th one when several mask alike (the rows were created in the
+schedule's order). A schedule edited in between may no longer have it: the row then fails, saying so.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from app.db.queries import sql
 from app.errors import InvalidInput, NotFound
 from app.notify.bodies import EVENTS, Event, RunEvent
 from app.notify.targets import Target, parse_target
+from app.redaction import redact
 
 if TYPE_CHECKING:
     from app.db.pool import Executor
@@ -50,7 +51,7 @@ async def create_notifications(conn: Executor, run_id: int, event: str, targets:
     masked: list[str] = []
     for entry in targets:
         try:
-            masked.append(parse_target(entry).masked)
+            masked.append(parse_target(entry, allow_link_local=True).masked)
         except InvalidInput as exc:
             logger.warning(str(exc), extra={"action": "notification_target_invalid", "run_id": run_id})
     if not masked:
@@ -99,15 +100,15 @@ async def mark_sent(conn: Executor, notification_id: int, attempts: int) -> None
 
 
 async def mark_failed(conn: Executor, notification_id: int, attempts: int, error: str) -> None:
-    """``error`` must already be free of secrets (channels scrub their messages)."""
-    await conn.execute(sql("notification_finish"), notification_id, "failed", attempts, error)
+    """``error`` is stored redacted (:func:`app.redaction.redact`), whatever the channel already masked."""
+    await conn.execute(sql("notification_finish"), notification_id, "failed", attempts, redact(error))
 
 
 def _schedule_entry(notify: Sequence[str], masked: str, same_target_before: int) -> Target | None:
     matches = []
     for entry in notify:
         try:
-            target = parse_target(entry)
+            target = parse_target(entry, allow_link_local=True)
         except InvalidInput:
             continue
         if target.masked == masked:

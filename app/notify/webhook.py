@@ -1,5 +1,8 @@
 """Post a notification to a webhook target with the caller's ``httpx.AsyncClient`` (its timeouts apply).
 
+The target must be resolved (:meth:`~app.notify.targets.Target.resolve`). Error messages name it masked and pass
+whatever a library or the service said through :func:`app.redaction.redact`, the target's own secrets included.
+
 Success is a 2xx answer; DingTalk, WeCom and Feishu also answer 200 to a rejected message, with an error code
 in the JSON body (``errcode`` / ``code`` / ``StatusCode`` not 0), which counts as a failure too.
 """
@@ -13,6 +16,7 @@ import httpx
 from app.notify.bodies import RunEvent, webhook_body
 from app.notify.delivery_error import DeliveryError
 from app.notify.targets import Target, TargetKind
+from app.redaction import redact
 
 EXCERPT_CHARS = 200
 # "sending too fast" codes, worth another attempt: DingTalk 130101, WeCom 45009, Feishu 11232
@@ -24,7 +28,7 @@ async def post_webhook(http: httpx.AsyncClient, target: Target, event: RunEvent)
     try:
         response = await http.post(target.address, json=webhook_body(target.kind, event))
     except httpx.TransportError as exc:  # connection refused, DNS, timeouts, protocol errors
-        detail = target.scrub(str(exc)) or "no detail"
+        detail = redact(str(exc), also=target.secrets) or "no detail"
         # from None: the chained exception's request would carry the full URL into any traceback
         raise DeliveryError(f"{target.masked}: {type(exc).__name__}: {detail}", transient=True) from None
     status = response.status_code
@@ -59,4 +63,4 @@ def _service_error_code(kind: TargetKind, response: httpx.Response) -> int:
 
 
 def _excerpt(target: Target, response: httpx.Response) -> str:
-    return target.scrub(response.text[:EXCERPT_CHARS]).strip() or "(empty body)"
+    return redact(response.text[:EXCERPT_CHARS], also=target.secrets).strip() or "(empty body)"

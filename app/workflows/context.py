@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from app.ai.dify import DifyWorkflowFailed
 from app.ai.usage import Usage
 from app.workflows.definition import ScopeError, Workflow
 from app.workflows.memory import Memory
@@ -63,14 +64,23 @@ class TrackedLLM:
 
 class ScheduleDify:
     """Dify for one workflow run: ``await ctx.dify.run("weather", {"city": "Beijing"})``, with ``user`` set to
-    the schedule's name (Dify groups a workflow's runs by user)."""
+    the schedule's name (Dify groups a workflow's runs by user). Each run's ``total_tokens`` goes to the current
+    step and the run like an LLM call's usage (:meth:`Usage.from_total`: Dify reports no input/output split),
+    a workflow run that ended ``failed`` included."""
 
-    def __init__(self, client: DifyClient, user: str) -> None:
+    def __init__(self, client: DifyClient, user: str, tally: Tally) -> None:
         self._client = client
         self._user = user
+        self._tally = tally
 
     async def run(self, app: str, inputs: Mapping[str, Any]) -> Any:
-        return await self._client.run_workflow(app, dict(inputs), user=self._user)
+        try:
+            result = await self._client.run_workflow(app, dict(inputs), user=self._user)
+        except DifyWorkflowFailed as failed:
+            self._tally.add(Usage.from_total(failed.total_tokens))
+            raise
+        self._tally.add(Usage.from_total(result.total_tokens))
+        return result
 
 
 class WorkflowContext:
@@ -112,7 +122,7 @@ class WorkflowContext:
     @property
     def dify(self) -> ScheduleDify:
         self._require("dify")
-        return ScheduleDify(self._dify(), self.run.schedule or self.workflow.name)
+        return ScheduleDify(self._dify(), self.run.schedule or self.workflow.name, self.tally)
 
     @property
     def http(self) -> httpx.AsyncClient:

@@ -1,5 +1,8 @@
 """Steps: ``async with ctx.step("fetch"):`` makes a span ``step fetch`` and a recorded step (name, timings,
-status, tokens spent inside it). Tokens of LLM calls go to the innermost open step and to the run."""
+status, tokens spent inside it). Tokens of LLM and Dify calls go to the innermost open step and to the run.
+
+An exception leaving a step is stored in ``run_steps.error`` and recorded on the span redacted
+(:func:`app.redaction.redact`): a failed request names its URL, token and all."""
 
 from __future__ import annotations
 
@@ -10,15 +13,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 
 from app.ai.usage import Usage
 from app.db.queries import sql
+from app.redaction import redact
+from app.tracing import record_error
 
 if TYPE_CHECKING:
     from app.db.pool import Executor
 
-tracer = trace.get_tracer("punchclock.workflow")
+TRACER_NAME = "punchclock.workflow"
 
 
 @dataclass
@@ -49,12 +53,18 @@ class Steps:
         started = datetime.now(UTC)
         self._tally.open_steps.append(Usage())
         status, error = "ok", None
-        with tracer.start_as_current_span(f"step {name}", attributes={"punchclock.step": name}) as span:
+        # the tracer of the global provider as it is now: a module-level proxy would bind to the first one for good
+        with trace.get_tracer(TRACER_NAME).start_as_current_span(
+            f"step {name}",
+            attributes={"punchclock.step": name},
+            record_exception=False,  # record_error does, redacted
+            set_status_on_exception=False,
+        ) as span:
             try:
                 yield
             except BaseException as exc:
-                status, error = "error", f"{type(exc).__name__}: {exc}"
-                span.set_status(Status(StatusCode.ERROR, error))
+                status, error = "error", redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                record_error(span, exc)
                 raise
             finally:
                 used = self._tally.open_steps.pop()

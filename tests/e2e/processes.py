@@ -44,9 +44,10 @@ class Process:
             os.killpg(self.popen.pid, signum)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
-        """Stop with ``signum``: SIGKILL goes to the whole group; SIGTERM and SIGINT only to the main process,
-        which forwards them (dramatiq's worker processes given a second SIGTERM by the group hang)."""
-        if signum == signal.SIGKILL:
+        """Stop with ``signum``. SIGKILL and SIGINT go to the whole group, as a crash and a terminal's Ctrl-C do;
+        SIGTERM only to the main process, as a supervisor sends it: dramatiq forwards it to its worker processes,
+        which hang when the group gives them a second one."""
+        if signum in (signal.SIGKILL, signal.SIGINT):
             self.send_signal(signum)
         else:
             with contextlib.suppress(ProcessLookupError):

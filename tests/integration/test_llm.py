@@ -268,7 +268,7 @@ async def test_the_api_key_is_sent_but_never_shown(
 
     assert all(request.headers["authorization"] == f"Bearer {SECRET}" for request in server.requests)
     assert str(rejected.value) == (
-        "LLM answered 401 Unauthorized: Incorrect API key provided: [redacted] (check PUNCHCLOCK_LLM_API_KEY)"
+        "LLM answered 401 Unauthorized: Incorrect API key provided: *** (check PUNCHCLOCK_LLM_API_KEY)"
     )
     assert str(refused.value).startswith(
         f"LLM request to http://127.0.0.1:{port}/v1/chat/completions failed: ConnectError"

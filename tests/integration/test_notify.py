@@ -23,7 +23,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from tenacity import wait_none
 
 from app.notify.sender import ATTEMPTS, deliver
-from app.notify.store import create_notifications, load_notification
+from app.notify.store import create_notifications, load_notification, mark_failed
 from app.settings import Settings
 
 SCHEDULED_FOR = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
@@ -35,6 +35,12 @@ ANSWERS: dict[str, Any] = {
     "wecom": {"errcode": 0, "errmsg": "ok"},
     "webhook": "",
 }
+# what the "leaky" service answers (HTTP 400): a rejection echoing secrets of every shape
+LEAKY_ANSWER = (
+    "rejected: token=tok-3a2b1c Authorization: Bearer bearer-9z8y7x"
+    " see https://hooks.example.com/services/PATHSECRET-888?key=query-6q5q4q password: pw-1a2b3c"
+)
+LEAKED = ("tok-3a2b1c", "bearer-9z8y7x", "PATHSECRET-888", "query-6q5q4q", "pw-1a2b3c")
 
 
 @dataclass
@@ -53,9 +59,10 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             requests.append((self.path, body))
-            answer = ANSWERS.get(self.path.strip("/").split("/")[0])
-            status = 200 if answer is not None else 404
-            answer = "no_service" if answer is None else answer
+            service = self.path.strip("/").split("/")[0]
+            answer = ANSWERS.get(service)
+            status = 200 if answer is not None else 400 if service == "leaky" else 404
+            answer = LEAKY_ANSWER if service == "leaky" else "no_service" if answer is None else answer
             data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "text/plain" if isinstance(answer, str) else "application/json")
@@ -306,3 +313,80 @@ async def test_no_login_in_clear_when_starttls_is_wanted(
     row = await pool.fetchrow("SELECT state, attempts, error FROM notifications WHERE id = $1", notification_id)
     assert (row["state"], row["attempts"]) == ("failed", 1)
     assert "does not offer STARTTLS" in row["error"] and "hunter2-pw" not in row["error"]
+
+
+async def test_an_env_target_stores_only_its_name_and_reads_the_url_when_sent(
+    pool: asyncpg.Pool[Any], receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    target = "slack:env:TEST_SLACK_WEBHOOK_URL"
+    run_id = await failed_run(pool, [target])
+    [notification_id] = await create_notifications(pool, run_id, "failure", [target])
+    assert await pool.fetchval("SELECT notify FROM schedules") == [target]  # the schedule: the name only
+    assert await pool.fetchval("SELECT target FROM notifications WHERE id = $1", notification_id) == target
+    environ = {"TEST_SLACK_WEBHOOK_URL": f"{receiver.base}/slack/services/T1/B1/lowercase-words-secret"}
+
+    await deliver(pool, notification_id, settings=Settings(), http=http, wait=wait_none(), environ=environ)
+
+    assert [path for path, _ in receiver.requests] == ["/slack/services/T1/B1/lowercase-words-secret"]
+    row = await pool.fetchrow("SELECT state, target FROM notifications WHERE id = $1", notification_id)
+    assert (row["state"], row["target"]) == ("sent", target)
+
+
+async def test_an_unset_variable_fails_that_notification_naming_it_and_never_the_run(
+    pool: asyncpg.Pool[Any], receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    targets = ["wecom:env:TEST_WECOM_WEBHOOK_URL", f"webhook:{receiver.base}/webhook/hook"]
+    run_id = await failed_run(pool, targets)
+    ids = await create_notifications(pool, run_id, "failure", targets)
+    for notification_id in ids:
+        await deliver(pool, notification_id, settings=Settings(), http=http, wait=wait_none(), environ={})
+    rows = await pool.fetch("SELECT state, attempts, error FROM notifications WHERE run_id = $1 ORDER BY id", run_id)
+    assert [(r["state"], r["attempts"]) for r in rows] == [("failed", 0), ("sent", 1)]
+    assert rows[0]["error"] == (
+        "wecom:env:TEST_WECOM_WEBHOOK_URL: the environment variable TEST_WECOM_WEBHOOK_URL is not set in this"
+        " worker; set it to the wecom webhook URL"
+    )
+    assert await pool.fetchval("SELECT state FROM runs WHERE id = $1", run_id) == "failed"
+
+
+async def test_notification_errors_are_stored_and_logged_redacted(
+    pool: asyncpg.Pool[Any], receiver: Receiver, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service's answer echoes secrets of every shape; a dead env: target's plain-word path is known."""
+    dead = f"http://127.0.0.1:{free_port()}/services/T1/B1/lowercase-words-secret"
+    targets = [f"webhook:{receiver.base}/leaky/hook", "slack:env:TEST_DEAD_WEBHOOK_URL"]
+    run_id = await failed_run(pool, targets)
+    ids = await create_notifications(pool, run_id, "failure", targets)
+    caplog.set_level(logging.INFO, logger="app.notify")
+    for notification_id in ids:
+        await deliver(
+            pool,
+            notification_id,
+            settings=Settings(),
+            http=http,
+            wait=wait_none(),
+            environ={"TEST_DEAD_WEBHOOK_URL": dead},
+        )
+
+    leaky, dead_row = await pool.fetch("SELECT error FROM notifications WHERE run_id = $1 ORDER BY id", run_id)
+    assert leaky["error"] == (
+        f"webhook:{receiver.base}/***: HTTP 400: rejected: token=*** Authorization: Bearer ***"
+        " see https://hooks.example.com/services/***?key=*** password: ***"
+    )
+    assert dead_row["error"].startswith("slack:env:TEST_DEAD_WEBHOOK_URL: ConnectError")
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for secret in (*LEAKED, "lowercase-words-secret"):
+        assert secret not in leaky["error"] + dead_row["error"]
+        assert secret not in logged
+
+
+async def test_the_notifications_table_never_stores_an_unredacted_error(pool: asyncpg.Pool[Any]) -> None:
+    """The last line of defence: whatever a channel forgot to mask, the row gets redacted."""
+    run_id = await failed_run(pool, ["webhook:https://hooks.example.com/x"])
+    [notification_id] = await create_notifications(pool, run_id, "failure", ["webhook:https://hooks.example.com/x"])
+    await mark_failed(pool, notification_id, 1, f"boom: {LEAKY_ANSWER}")
+    error = await pool.fetchval("SELECT error FROM notifications WHERE id = $1", notification_id)
+    assert error == (
+        "boom: rejected: token=*** Authorization: Bearer ***"
+        " see https://hooks.example.com/services/***?key=*** password: ***"
+    )

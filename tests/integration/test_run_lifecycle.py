@@ -4,6 +4,7 @@ execution is recorded from inside the actor, so a second execution is caught wha
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -59,13 +60,13 @@ class Stack:
         )
         self.broker.emit_after("process_boot")
 
-        def recorder(wait: bool = False) -> str:
+        def recorder(wait: bool = False, result: Any = "done") -> Any:
             message = CurrentMessage.get_current_message()
             assert message is not None
             self.executions.append((message.options.get("run_id"), message.options.get("attempt")))
             if wait:
                 self.release.wait(30)
-            return "done"
+            return result
 
         dramatiq.actor(recorder, actor_name="recorder", broker=self.broker, max_retries=0)
         self.worker = dramatiq.Worker(self.broker, worker_threads=2, worker_timeout=50)
@@ -155,3 +156,13 @@ def test_the_attempt_number_comes_from_the_database(stack: Stack) -> None:
     stack.send(run_id, overlap="allow")
     stack.join()
     assert stack.executions == [(run_id, 3)]
+
+
+def test_an_output_postgresql_cannot_store_is_kept_as_its_repr(stack: Stack) -> None:
+    run_id = stack.new_run()
+    stack.send(run_id, overlap="allow", args={"result": {"ratio": float("nan"), "note": "a\u0000b"}})
+    stack.join()
+    run = stack.run(run_id)
+    assert run["state"] == "succeeded"
+    output = json.loads(run["output"])
+    assert "nan" in output["repr"] and "jsonb cannot hold" in output["note"]

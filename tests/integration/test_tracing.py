@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import asyncpg
 import dramatiq
 import httpx
 import pytest
@@ -27,11 +28,18 @@ from app.middleware.retries import Retries
 from app.middleware.tracing import Tracing
 from app.settings import Settings
 from app.tracing import setup_tracing, shutdown_tracing, tracer_from
+from app.workflows.context import WorkflowContext
+from app.workflows.definition import workflow
+from app.workflows.runner import execute
 from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 JOIN_TIMEOUT_MS = 10_000
 API_KEY = "sk-test-0123456789abcdef"
 QUERY_TOKEN = "dingtalk-token-9f8e7d6c5b4a"
+PATH_TOKEN = "PATHSECRET-888"
+KNOWN_KEY = "sk-known-to-the-process-42"
+BEARER = "eyJhbGciOiJIUzI1NiJ9.payload.signature"
+PASSWORD = "hunter2-db-password"
 
 
 @pytest.fixture
@@ -58,11 +66,11 @@ def provider(receiver: OtlpReceiver, globals_reset: None) -> Iterator[TracerProv
 
 @pytest.fixture
 def service() -> Iterator[str]:
-    """A loopback HTTP server answering every GET with 200 ``ok``; its base URL."""
+    """A loopback HTTP server answering every GET with 200 ``ok`` (404 under ``/hooks/``); its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
+            self.send_response(404 if self.path.startswith("/hooks/") else 200)
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
@@ -343,3 +351,100 @@ def test_no_endpoint_no_provider(globals_reset: None) -> None:
     assert setup_tracing(Settings(otlp_endpoint="")) is None
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+
+
+def test_every_exported_span_is_redacted_whoever_made_it(
+    receiver: OtlpReceiver, service: str, globals_reset: None
+) -> None:
+    """Spans made by hand, by the httpx instrumentation and by a raw ``record_exception``: the exported protobuf
+    holds no secret of any shape (a known key, a path token, a query token, a bearer token, a password)."""
+    provider = setup_tracing(Settings(otlp_endpoint=receiver.endpoint, llm_api_key=KNOWN_KEY))
+    assert provider is not None
+    try:
+        leaky = f"{service}/hooks/{PATH_TOKEN}?token={QUERY_TOKEN}"
+        tracer = tracer_from(provider, "tests")
+        with tracer.start_as_current_span(
+            f"call {leaky}", record_exception=False, set_status_on_exception=False
+        ) as span:
+            span.set_attribute("note", f"Authorization: Bearer {BEARER}")
+            span.set_attribute("config", f"host=db password={PASSWORD} key {KNOWN_KEY}")
+            span.set_attribute("urls", [leaky, "plain"])
+            span.add_event("retry", {"detail": f"api_key: {KNOWN_KEY}", "attempt": 2})
+            span.record_exception(ValueError(f"failed {leaky}"))  # a library's own, raw
+            span.set_status(trace.Status(trace.StatusCode.ERROR, f"failed {leaky} with {KNOWN_KEY}"))
+            with httpx.Client() as client:
+                assert client.get(leaky).status_code == 404
+        provider.force_flush()
+    finally:
+        shutdown_tracing(provider)
+
+    exported = b"".join(receiver.bodies)
+    for secret in (KNOWN_KEY, PATH_TOKEN, QUERY_TOKEN, BEARER, PASSWORD):
+        assert secret.encode() not in exported, secret
+    masked = f"{service}/hooks/***?token=***"
+    mine = receiver.one(f"call {masked}")
+    assert mine["attributes"]["note"] == "Authorization: Bearer ***"
+    assert mine["attributes"]["config"] == "host=db password=*** key ***"
+    assert mine["attributes"]["urls"] == [masked, "plain"]
+    assert mine["status"]["message"] == f"failed {masked} with ***"
+    retry, error = mine["events"]
+    assert (retry["attributes"]["detail"], retry["attributes"]["attempt"]) == ("api_key: ***", 2)
+    assert error["attributes"]["exception.message"] == f"failed {masked}"
+    assert receiver.one("GET")["attributes"]["http.url"] == masked
+
+
+async def test_a_statement_is_a_span_with_its_text_and_no_parameter_values(
+    receiver: OtlpReceiver, provider: TracerProvider, pool: asyncpg.Pool[Any]
+) -> None:
+    tracer = tracer_from(provider, "tests")
+    with tracer.start_as_current_span("work"):
+        assert await pool.fetchval("SELECT $1::text || '-seen'", "param-value-5f4e3d") == "param-value-5f4e3d-seen"
+    assert await pool.fetchval("SELECT 'alone'") == "alone"  # outside any span: no trace of its own
+    provider.force_flush()
+
+    work = receiver.one("work")
+    statements = [s for s in receiver.spans() if s["attributes"].get("db.system") == "postgresql"]
+    (select,) = statements
+    assert (select["name"], select["kind"], select["parent_span_id"]) == ("SELECT", "CLIENT", work["span_id"])
+    assert select["attributes"]["db.statement"] == "SELECT $1::text || '-seen'"
+    assert "db.statement.parameters" not in select["attributes"]
+    assert b"param-value-5f4e3d" not in b"".join(receiver.bodies)
+
+
+@workflow("leaky_fetch", uses={"http"})
+async def leaky_fetch(ctx: WorkflowContext) -> None:
+    async with ctx.step("fetch"):
+        (await ctx.http.get(ctx.params["source"])).raise_for_status()
+
+
+async def test_a_failed_step_is_stored_and_traced_redacted(
+    receiver: OtlpReceiver, provider: TracerProvider, pool: asyncpg.Pool[Any], service: str
+) -> None:
+    run_id = await pool.fetchval(
+        "INSERT INTO runs (schedule_name, actor, scheduled_for, trigger, state)"
+        " VALUES ('leaky', 'run_workflow', now(), 'manual', 'running') RETURNING id"
+    )
+    source = f"{service}/hooks/{PATH_TOKEN}?token={QUERY_TOKEN}"
+
+    def unused() -> Any:
+        raise AssertionError("not declared")
+
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.HTTPStatusError):
+            await execute(
+                leaky_fetch, {"source": source}, run_id=run_id, attempt=1, pool=pool, http=http, llm=unused, dify=unused
+            )
+    provider.force_flush()
+
+    masked = f"{service}/hooks/***?token=***"
+    (step,) = await pool.fetch("SELECT name, status, error FROM run_steps WHERE run_id = $1", run_id)
+    assert (step["name"], step["status"]) == ("fetch", "error")
+    assert step["error"].startswith(f"HTTPStatusError: Client error '404 Not Found' for url '{masked}'")
+    span = receiver.one("step fetch")
+    assert span["status"]["message"].startswith(f"HTTPStatusError: Client error '404 Not Found' for url '{masked}'")
+    (event,) = span["events"]
+    assert masked in event["attributes"]["exception.message"]
+    assert masked in event["attributes"]["exception.stacktrace"]
+    for secret in (PATH_TOKEN, QUERY_TOKEN):
+        assert secret not in step["error"]
+        assert secret.encode() not in b"".join(receiver.bodies)

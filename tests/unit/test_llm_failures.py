@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.ai import Endpoint, RetryPolicy
-from app.ai.failures import request_failure, scrub, server_message, status_failure
+from app.ai.failures import request_failure, server_message, status_failure
 from app.errors import ConfigurationError
 from app.transient import PermanentError, TransientError
 
@@ -28,17 +28,6 @@ def response(
     return httpx.Response(status, json=body, headers=headers, request=request)
 
 
-def test_scrub_removes_queries_user_info_credentials_and_secrets() -> None:
-    text = (
-        "POST https://user:pw@api.example.com/v1/chat?key=sk-q#frag failed; "
-        "headers Authorization: Bearer sk-abc, echo sk-unit-secret"
-    )
-
-    assert scrub(text, [KEY, ""]) == (
-        "POST https://api.example.com/v1/chat failed; headers Authorization: Bearer [redacted], echo [redacted]"
-    )
-
-
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -49,7 +38,7 @@ def test_scrub_removes_queries_user_info_credentials_and_secrets() -> None:
         ({"error": "model 'llama9' not found"}, "model 'llama9' not found"),  # Ollama
         ({"message": "Input too long", "code": "InvalidParameter"}, "Input too long"),
         ({"detail": "Not Found"}, "Not Found"),
-        ({"error": {"message": f"bad key {KEY}\n\n  try again"}}, "bad key [redacted] try again"),
+        ({"error": {"message": f"bad key {KEY}\n\n  try again"}}, "bad key *** try again"),
         ([1, 2], ""),
     ],
 )
@@ -76,7 +65,7 @@ def test_401_and_404_say_which_setting_to_check() -> None:
     missing = status_failure(ENDPOINT, response(404, text="404 page not found"), now=NOW)
 
     assert str(unauthorized.error) == (
-        "LLM answered 401 Unauthorized: Incorrect key [redacted] (check PUNCHCLOCK_LLM_API_KEY)"
+        "LLM answered 401 Unauthorized: Incorrect key *** (check PUNCHCLOCK_LLM_API_KEY)"
     )
     assert str(missing.error).startswith(
         "LLM answered 404 Not Found: 404 page not found (check PUNCHCLOCK_LLM_BASE_URL"
@@ -111,7 +100,7 @@ def test_gave_up_counts_attempts_of_transient_failures_only() -> None:
     assert permanent.gave_up(3) is permanent
 
 
-def test_timeouts_and_connection_errors_are_transient_and_show_no_query() -> None:
+def test_timeouts_and_connection_errors_are_transient_and_show_no_query_value() -> None:
     request = httpx.Request("POST", URL)
     timeout = request_failure(ENDPOINT, httpx.ReadTimeout("timed out", request=request), URL, 60)
     refused = request_failure(ENDPOINT, httpx.ConnectError(f"refused {URL}", request=request), URL, 60)
@@ -122,7 +111,7 @@ def test_timeouts_and_connection_errors_are_transient_and_show_no_query() -> Non
     assert (timeout.transient, timeout.error_type) == (True, "timeout")
     assert str(refused.error) == (
         "LLM request to https://api.example.com/v1/chat/completions failed: ConnectError:"
-        " refused https://api.example.com/v1/chat/completions"
+        " refused https://api.example.com/v1/chat/completions?api-key=***"
     )
     assert (refused.transient, refused.error_type) == (True, "httpx.ConnectError")
 
