@@ -1,6 +1,6 @@
 """The clock: ``fire_due(now)`` turns due schedules into runs, exactly once, and publishes them.
 
-DESIGN.md "How a run flows", steps 1-3:
+docs/design.md, "How a run flows", steps 1-3:
 
 1. in one transaction per batch, claim due schedules (``FOR UPDATE SKIP LOCKED``), insert one run row per due
    instant keyed ``UNIQUE (schedule_id, scheduled_for)`` with ``ON CONFLICT DO NOTHING``, advance

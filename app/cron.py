@@ -6,7 +6,7 @@ day-of-week (cronsim's extensions), and the aliases ``@hourly @daily @midnight @
 @annually``. As in Vixie cron, day-of-month and day-of-week are OR-ed unless one of them starts with ``*``.
 Seconds and year fields are rejected: cronsim would read a 6th field as seconds.
 
-Time zones and DST (DESIGN.md, "Cron"): the expression is matched against the schedule's local wall clock,
+Time zones and DST (docs/design.md, "Cron"): the expression is matched against the schedule's local wall clock,
 then each matching wall time becomes one instant:
 
 - a wall time that happens once is that instant;

@@ -2,7 +2,7 @@
 
 A tick asks ``due_fires`` once per due schedule. Instants are due from the schedule's ``next_fire_at``
 (the earliest instant not yet fired) up to ``now``. An instant fired within ``ON_TIME_GRACE`` of its time is
-on time and fires under every policy; older ones were missed while the clock was down (DESIGN.md, "Misfire"):
+on time and fires under every policy; older ones were missed while the clock was down (docs/design.md, "Misfire"):
 
 - ``skip``: fire only the on-time instant; record every older one ``missed``;
 - ``latest`` (default): fire the most recent due instant if it is within ``catchup_window``; the rest missed;

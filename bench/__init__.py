@@ -1,1 +1,1 @@
-"""Benchmarks: timings live here, never in tests (STYLE.md 12)."""
+"""Benchmarks: timings live here, never in tests (docs/design.md, "Timings")."""

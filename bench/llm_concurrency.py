@@ -11,8 +11,9 @@ semaphore of ``--concurrency`` inside one message. The bench sends that one mess
 and times it from the send until the server has answered every call; it samples the server's requests in flight
 every 50 ms.
 
-Why one message: a worker thread blocks while its actor's coroutine runs (DESIGN.md, Traps: "Async actors"), so
-one run per call gives ``--threads`` calls in flight per process; the fan-out has to happen inside a run.
+Why one message: a worker thread blocks while its actor's coroutine runs (docs/design.md, "Traps in the
+libraries underneath"), so one run per call gives ``--threads`` calls in flight per process; the fan-out has to
+happen inside a run.
 
 Aims (issue 4): >= 100 calls in flight, <= 15 s for 1,000 calls. Exit status 1 only when a check fails (a call
 unanswered or failed). RabbitMQ: the bench's own vhost ``punchclock_bench_llm`` (created with ``rabbitmqctl`` when

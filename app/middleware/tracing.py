@@ -1,7 +1,7 @@
 """Tracing: carry the trace context in message options, and make one CONSUMER span per attempt.
 
 Not the third-party ``opentelemetry-instrumentor-dramatiq``, which breaks send options (``delay``,
-``max_retries``), and not the pika instrumentation (DESIGN.md, "Traps").
+``max_retries``), and not the pika instrumentation (docs/design.md, "Traps in the libraries underneath").
 
 - ``before_enqueue``: a message sent while a span is current gets that span's context as the ``traceparent`` (and
   ``tracestate``) options. Both brokers call the hook before encoding the message, and its options are a plain
