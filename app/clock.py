@@ -13,7 +13,8 @@ docs/design.md, "How a run flows", steps 1-3:
 
 Between 1 and 2 the recovery sweep (:mod:`app.recovery`) moves on whatever a crash or an outage left behind
 (lost attempts, lost messages, follow-ups and notifications), putting runs that need a message back in the
-outbox that step 2 publishes.
+outbox that step 2 publishes. After step 2, what can wait: the stats rollup's upkeep (:mod:`app.stats_rollup`)
+and one batch of retention (:func:`app.recovery.prune`).
 
 Memory is bounded by ``batch``: no step loads more than one batch of schedules or runs.
 """
@@ -35,6 +36,7 @@ from app.misfire import Misfire, due_fires
 from app.publisher import Publisher
 from app.recovery import Sweep, prune, sweep
 from app.schedule import OPTION_FIELDS, message_options
+from app.stats_rollup import roll_up
 from app.tracing import current_trace_id, inject_traceparent
 from app.upstream_gate import Gate, UpstreamRun, Verdict, gate
 
@@ -79,6 +81,10 @@ async def fire_due(
         except Exception as exc:  # the next tick sweeps again; publishing what is ready must not wait for it
             logger.error("recovery sweep failed", extra={"action": "sweep_failed", "error": str(exc)})
     published = await publish_unpublished(pool, publisher, batch=batch)
+    try:
+        await roll_up(pool)
+    except Exception as exc:  # stats stay exact without it (they read what is pending); the next tick tries again
+        logger.error("stats rollup failed", extra={"action": "stats_rollup_failed", "error": str(exc)})
     if recovery is not None:
         try:
             await prune(pool, recovery)

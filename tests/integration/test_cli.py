@@ -471,8 +471,8 @@ async def test_pause_resume_delete(
     assert row["next_fire_at"] is not None
 
     await pool.execute(
-        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
-        " SELECT id, name, actor, now(), 'cron', 'succeeded' FROM schedules WHERE name = 'nightly'"
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state, finished_at)"
+        " SELECT id, name, actor, now(), 'cron', 'succeeded', now() FROM schedules WHERE name = 'nightly'"
     )
     assert await cli("schedules", "delete", "nightly") == 0
     assert 'deleted schedule "nightly"; its runs keep their history' in capsys.readouterr().out
@@ -629,8 +629,8 @@ async def test_runs_list_and_show(
         " FROM schedules"
     )
     await pool.execute(
-        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
-        " SELECT id, name, actor, '2026-03-09T06:30:00Z', 'cron', 'succeeded' FROM schedules"
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state, finished_at)"
+        " SELECT id, name, actor, '2026-03-09T06:30:00Z', 'cron', 'succeeded', '2026-03-09T06:30:02Z' FROM schedules"
     )
     failed_id, succeeded_id = [r["id"] for r in await pool.fetch("SELECT id FROM runs ORDER BY id")]
     capsys.readouterr()

@@ -312,7 +312,7 @@ async def test_show_lists_attempts_and_notifications(
 ) -> None:
     await add_hourly()
     start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    blocker = await insert_run(pool, "succeeded")
+    blocker = await insert_run(pool, "succeeded", finished_at=datetime.now(UTC))
     run_id = await insert_run(
         pool, "failed", attempts=2, started_at=start, finished_at=start + timedelta(seconds=40), blocked_by=blocker
     )
@@ -432,8 +432,9 @@ async def test_stats(punchclock_env: dict[str, str], pool: Pool, capsys: pytest.
     await insert_finished(pool, "etl", "failed", [10])
     await insert_finished(pool, "etl", "timed_out", [20])
     await pool.execute(
-        "INSERT INTO runs (schedule_name, actor, scheduled_for, trigger, state, started_at) VALUES"
-        " ('etl', 'probe', now(), 'cron', 'cancelled', NULL), ('etl', 'probe', now(), 'cron', 'running', now())"
+        "INSERT INTO runs (schedule_name, actor, scheduled_for, trigger, state, started_at, finished_at) VALUES"
+        " ('etl', 'probe', now(), 'cron', 'cancelled', NULL, now()),"
+        " ('etl', 'probe', now(), 'cron', 'running', now(), NULL)"
     )
     await insert_finished(pool, "etl", "failed", [500], age=timedelta(days=2))
     await insert_finished(pool, "digest", "succeeded", [2])

@@ -203,7 +203,10 @@ async def test_a_cron_schedule_with_upstreams_fires_at_its_cron_only_when_they_s
         await fire_due(pool, rabbit_publisher, at, batch=10)
 
     async def load_run(state: str) -> None:
-        await pool.execute("UPDATE runs SET state = $1, output = '{\"rows\": 3}' WHERE schedule_name = 'load'", state)
+        await pool.execute(
+            "UPDATE runs SET state = $1, output = '{\"rows\": 3}', finished_at = now() WHERE schedule_name = 'load'",
+            state,
+        )
 
     await pool.execute("UPDATE schedules SET next_fire_at = $1", day + timedelta(days=1, hours=2))
     await pool.execute("UPDATE schedules SET next_fire_at = $1 WHERE name = 'report'", day + timedelta(days=1, hours=6))
@@ -226,7 +229,8 @@ async def test_a_cron_schedule_with_upstreams_fires_at_its_cron_only_when_they_s
     # Next day the load fails: the report's instant is recorded skipped, naming the failed run.
     await tick(day + timedelta(days=2, hours=2))
     failed = await pool.fetchval(
-        "UPDATE runs SET state = 'failed' WHERE schedule_name = 'load' AND scheduled_for = $1 RETURNING id",
+        "UPDATE runs SET state = 'failed', finished_at = now() WHERE schedule_name = 'load' AND scheduled_for = $1"
+        " RETURNING id",
         day + timedelta(days=2, hours=2),
     )
     await tick(day + timedelta(days=2, hours=6))
@@ -237,3 +241,28 @@ async def test_a_cron_schedule_with_upstreams_fires_at_its_cron_only_when_they_s
     assert skipped["error"] == f'skipped: upstream "load" run {failed} failed'
     messages = drain_queue(clean_queues)
     assert sorted(m["actor_name"] for m in messages) == ["probe"] * 3  # two loads and one report
+
+
+async def test_a_tick_moves_the_stats_changes_into_the_rollup(
+    pool: asyncpg.Pool[Any], rabbit_publisher: Publisher, clean_queues: str
+) -> None:
+    """Finishes append their stats changes; the tick, after publishing, moves them into run_stats, a missed
+    instant it recorded itself included."""
+    await add(pool, "nightly", cron="0 2 * * *", misfire=Misfire.SKIP)
+    await pool.execute(
+        "INSERT INTO runs (schedule_name, actor, scheduled_for, trigger, state, started_at, finished_at)"
+        " SELECT 'nightly', 'probe', now(), 'manual', 'succeeded', now(), now() FROM generate_series(1, 3)"
+    )
+    assert await pool.fetchval("SELECT sum(n) FROM run_stats_pending") == 3
+    # the 02:00 instant passed two days ago without a tick: recorded missed (misfire skip)
+    await pool.execute("UPDATE schedules SET next_fire_at = $1", T0 - timedelta(days=2, hours=10))
+    await fire_due(pool, rabbit_publisher, T0)
+    assert await pool.fetchval("SELECT count(*) FROM run_stats_pending") == 0
+    rolled = await pool.fetch(
+        "SELECT succeeded, missed FROM run_stats WHERE schedule_name = 'nightly' AND grain = 'day'"
+    )
+    assert sum(row["succeeded"] for row in rolled) == 3
+    assert sum(row["missed"] for row in rolled) == await pool.fetchval(
+        "SELECT count(*) FROM runs WHERE state = 'missed'"
+    )
+    assert sum(row["missed"] for row in rolled) >= 1

@@ -4,13 +4,14 @@ steps and notifications), what they keep whatever its age, batches, the dry run,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
 
 from app import retention
+from app.db.queries import sql
 from app.notify.store import create_notifications
 from app.recovery import Sweep, prune
 from app.runs import RunState, finish_attempt, start_run
@@ -190,18 +191,38 @@ async def test_prune_skips_a_run_locked_elsewhere_without_waiting(pool: Pool) ->
     assert locked not in await ids(pool)
 
 
-async def test_missed_runs_get_a_finishing_time(pool: Pool) -> None:
+async def test_every_final_run_has_a_finishing_time(pool: Pool) -> None:
+    """Retention prunes by finished_at: the clock's missed and skipped rows carry one, and a writer that sets a
+    run final without one is refused, naming the rule."""
     etl = await add_schedule(pool, "etl")
-    run_id = await pool.fetchval(
-        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
-        " VALUES ($1, 'etl', 'probe', now() - interval '1 hour', 'cron', 'missed') RETURNING id",
-        etl,
+    rows = await pool.fetch(
+        sql("insert_runs"),
+        [etl, etl],
+        ["etl", "etl"],
+        ["probe", "probe"],
+        ["{}", "{}"],
+        ["{}", "{}"],
+        [datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)],
+        ["cron", "cron"],
+        ["missed", "skipped"],
+        [0, 0],
+        [None, None],
+        [None, "skipped: upstream not ready"],
+        [None, None],
     )
-    row = await pool.fetchrow("SELECT created_at, finished_at FROM runs WHERE id = $1", run_id)
-    assert row is not None and row["finished_at"] == row["created_at"]  # now(), the inserting transaction's time
-    # and so does any run set final without one
-    await pool.execute("UPDATE runs SET state = 'cancelled', finished_at = NULL WHERE id = $1", run_id)
-    assert await pool.fetchval("SELECT finished_at IS NOT NULL FROM runs WHERE id = $1", run_id)
+    stamped = await pool.fetch(
+        "SELECT state, finished_at = created_at AS now FROM runs WHERE id = ANY($1::bigint[]) ORDER BY id",
+        [row["id"] for row in rows],
+    )
+    assert [tuple(row) for row in stamped] == [("missed", True), ("skipped", True)]
+    with pytest.raises(asyncpg.CheckViolationError, match="runs_final_have_finished_at"):
+        await pool.execute(
+            "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
+            " VALUES ($1, 'etl', 'probe', now() - interval '1 hour', 'manual', 'missed')",
+            etl,
+        )
+    with pytest.raises(asyncpg.CheckViolationError, match="runs_final_have_finished_at"):
+        await pool.execute("UPDATE runs SET finished_at = NULL WHERE id = $1", rows[0]["id"])
 
 
 # the sweep -------------------------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ class Stack:
 
     def new_run(self, state: str = "enqueued") -> int:
         rows = self.query(
-            "INSERT INTO runs (actor, scheduled_for, trigger, state) VALUES ('recorder', now(), 'manual', $1)"
+            "INSERT INTO runs (actor, scheduled_for, trigger, state, finished_at)"
+            " VALUES ('recorder', now(), 'manual', $1, CASE WHEN $1 IN ('succeeded', 'failed') THEN now() END)"
             " RETURNING id",
             state,
         )

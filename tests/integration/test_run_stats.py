@@ -22,6 +22,7 @@ from app.db.pool import connect
 from app.db.queries import sql
 from app.runs import RunState, finish_attempt, start_run
 from app.stats import EXACT_UP_TO, RELATIVE_ERROR, bucket_seconds, histogram_percentile
+from app.stats_rollup import roll_up
 from tests import services
 from tests.integration.test_cli import cli, wiring
 
@@ -58,21 +59,49 @@ async def rollup_of_runs(conn: Conn | Pool) -> Rollup:
     return expected
 
 
-async def stored_rollup(conn: Conn | Pool) -> Rollup:
+async def stored_rollup(conn: Conn | Pool, *, pending: bool = True) -> Rollup:
+    """run_stats, plus (``pending``) the changes not moved into it yet, folded into their hour and day."""
     stored: Rollup = {}
     for row in await conn.fetch("SELECT * FROM run_stats"):
         assert list(row["buckets"]) == sorted(row["buckets"]), "buckets are stored ascending"
         assert all(count > 0 for count in row["counts"]), "no empty bucket is stored"
+        assert all(row[state] >= 0 for state in FINAL), "no state below zero runs"
         states = {state: row[state] for state in FINAL if row[state]}
         stored[(row["schedule_name"], row["grain"], row["period_start"])] = (
             states,
             dict(zip(row["buckets"], row["counts"], strict=True)),
         )
+    if pending:
+        changes = await conn.fetch(
+            f"SELECT schedule_name, hour, date_bin('1 day', hour, {ORIGIN}) AS day, state, bucket, n"
+            " FROM run_stats_pending"
+        )
+        for change in changes:
+            for key in (
+                (change["schedule_name"], "hour", change["hour"]),
+                (change["schedule_name"], "day", change["day"]),
+            ):
+                states, histogram = stored.setdefault(key, ({}, {}))
+                states[change["state"]] = states.get(change["state"], 0) + change["n"]
+                if change["bucket"] is not None:
+                    histogram[change["bucket"]] = histogram.get(change["bucket"], 0) + change["n"]
+        for key, (states, histogram) in list(stored.items()):
+            for counts in (states, histogram):
+                for name in [name for name, n in counts.items() if n == 0]:
+                    del counts[name]
+            if not states:
+                del stored[key]
     return stored
 
 
 async def assert_rollup_matches_runs(conn: Conn | Pool) -> None:
-    assert await stored_rollup(conn) == await rollup_of_runs(conn)
+    """run_stats and the pending changes hold exactly the final runs; so does run_stats alone once every change
+    is rolled up."""
+    expected = await rollup_of_runs(conn)
+    assert await stored_rollup(conn) == expected
+    assert await roll_up(conn, batch=7, rounds=10**6) >= 0  # small batches: groups are taken whole all the same
+    assert await conn.fetchval("SELECT count(*) FROM run_stats_pending") == 0
+    assert await stored_rollup(conn, pending=False) == expected
 
 
 async def add_schedule(pool: Pool, name: str) -> int:
@@ -126,7 +155,9 @@ async def test_the_rollup_holds_exactly_the_final_runs(pool: Pool) -> None:
 
     # changes of state, of timings, of name and of creation, from final to final and back; some that change
     # nothing the rollup holds (a heartbeat's, an outbox mark's)
-    await pool.execute("UPDATE runs SET state = 'cancelled' WHERE state = 'retrying' AND id % 3 = 0")
+    await pool.execute(
+        "UPDATE runs SET state = 'cancelled', finished_at = now() WHERE state = 'retrying' AND id % 3 = 0"
+    )
     await pool.execute("UPDATE runs SET finished_at = finished_at + interval '17 minutes' WHERE id % 5 = 0")
     await pool.execute("UPDATE runs SET started_at = NULL WHERE state = 'failed' AND id % 7 = 0")
     await pool.execute("UPDATE runs SET schedule_name = 'renamed' WHERE schedule_name = 'sparse' AND id % 2 = 0")
@@ -143,8 +174,33 @@ async def test_the_rollup_holds_exactly_the_final_runs(pool: Pool) -> None:
     await assert_rollup_matches_runs(pool)
     assert not await pool.fetchval("SELECT count(*) FROM run_stats WHERE schedule_name = 'digest'")
 
+    await pool.execute("UPDATE runs SET state = 'failed' WHERE state = 'succeeded' AND id % 2 = 0")
     await pool.execute("TRUNCATE runs CASCADE")
+    assert (
+        await pool.fetchval("SELECT (SELECT count(*) FROM run_stats) + (SELECT count(*) FROM run_stats_pending)") == 0
+    )
+
+
+async def test_a_worker_finish_appends_one_change_and_the_tick_moves_it(pool: Pool) -> None:
+    """The finish writes no run_stats row (no contention between workers on a busy schedule's rows); roll_up,
+    which the tick calls, moves the change; a second roll_up at the same moment stands aside."""
+    schedule_id = await add_schedule(pool, "etl")
+    run_id = await pool.fetchval(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
+        " VALUES ($1, 'etl', 'probe', now(), 'manual', 'enqueued') RETURNING id",
+        schedule_id,
+    )
+    assert (await start_run(pool, run_id, None, "allow", timedelta(minutes=5))).started
+    await finish_attempt(pool, run_id, RunState.SUCCEEDED, attempt=1)
     assert await pool.fetchval("SELECT count(*) FROM run_stats") == 0
+    assert [tuple(row) for row in await pool.fetch("SELECT schedule_name, state, n FROM run_stats_pending")] == [
+        ("etl", "succeeded", 1)
+    ]
+    async with pool.acquire() as other, other.transaction():
+        assert await roll_up(other) == 1  # holds the rollup's lock until it commits
+        assert await roll_up(pool) == 0  # stands aside: nothing moved twice
+    assert await pool.fetchval("SELECT succeeded FROM run_stats WHERE grain = 'hour'") == 1
+    await assert_rollup_matches_runs(pool)
 
 
 async def test_concurrent_writers_keep_the_rollup_exact(pool: Pool) -> None:
@@ -251,10 +307,19 @@ def by_name(rows: list[asyncpg.Record]) -> dict[str | None, asyncpg.Record]:
     return {row["schedule_name"]: row for row in rows}
 
 
-async def test_stats_from_the_rollup_equal_stats_from_every_run(pool: Pool) -> None:
+@pytest.mark.parametrize("rounds", [0, 1, 100], ids=["nothing-rolled-up", "partly-rolled-up", "all-rolled-up"])
+async def test_stats_from_the_rollup_equal_stats_from_every_run(pool: Pool, rounds: int) -> None:
+    """Whatever part of the changes the tick has moved into run_stats, and with changes after it (runs ending,
+    retried, deleted), stats read from the rollup are those read from every run."""
     for name in ("etl", "digest", "report", "sparse"):
         await add_schedule(pool, name)
     await random_runs(pool, 4000)
+    await roll_up(pool, batch=1000, rounds=rounds)
+    await pool.execute(
+        "UPDATE runs SET state = 'cancelled', finished_at = now() WHERE state = 'running' AND id % 2 = 0"
+    )
+    await pool.execute("UPDATE runs SET state = 'retrying', finished_at = NULL WHERE state = 'failed' AND id % 3 = 0")
+    await pool.execute("DELETE FROM runs WHERE id % 10 = 0")
     rows = await pool.fetch("SELECT id, schedule_name, created_at, started_at, finished_at FROM runs")
     kinds: set[bool] = set()
     async with pool.acquire() as conn, conn.transaction():

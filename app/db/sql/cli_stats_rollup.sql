@@ -5,12 +5,14 @@
 -- p50 / p95 (seconds, percentile_cont) when timed <= $3, else NULL (app/stats.py estimates them from the
 -- histogram); recent: the durations of the last ten timed runs created in the window, newest first.
 --
--- Final runs are read from the run_stats rollup, which holds exactly the final runs of `runs` per UTC day and
--- hour of creation. With d the day boundary nearest to s and h the hour boundary nearest to s, the window is
+-- Final runs are read from the stats rollup: run_stats plus the changes not moved into it yet, run_stats_pending,
+-- which together hold exactly the final runs of `runs` per UTC day and hour of creation (migration 0006). With d
+-- the day boundary nearest to s and h the hour boundary nearest to s, the window is
 --     days from d on,  minus the hours from d to h (or plus those from h to d),
 --     minus the runs created from h to s (or plus those from s to h)
--- so it reads at most 12 hour rows and 30 minutes of runs per schedule, however long the window. Runs not final
--- yet are few and read from `runs` (runs_by_state). Every part is read in one snapshot, so they add up exactly.
+-- so it reads at most 12 hour rows and 30 minutes of runs per schedule, however long the window, and the pending
+-- changes (a tick's worth while the clock runs). Runs not final yet are few and read from `runs` (runs_by_state).
+-- Every part is read in one snapshot, so they add up exactly.
 WITH w AS (
     SELECT x.s,
            date_bin('1 day', x.s + interval '12 hours', TIMESTAMPTZ '2000-01-01 00:00:00+00') AS d,
@@ -35,13 +37,23 @@ WITH w AS (
     FROM run_stats r, p
     WHERE r.grain = 'hour' AND r.period_start >= p.hours_from AND r.period_start < p.hours_to
       AND ($2::text IS NULL OR r.schedule_name = $2::text)
+), pending AS (
+    SELECT x.schedule_name, x.hour, x.state, x.bucket, x.n
+    FROM run_stats_pending x
+    WHERE $2::text IS NULL OR x.schedule_name = $2::text
 ), raw_final AS (
     -- the final runs created between h and s: those of the schedules with final runs in that hour, each read
     -- through runs_by_schedule_created (OFFSET 0 keeps the planner from trading that for a scan of every run)
     SELECT n.schedule_name, p.raw_sign AS sign, x.state, x.bucket
     FROM p
-    JOIN run_stats n ON n.grain = 'hour' AND n.period_start = p.raw_hour AND n.schedule_name <> ''
-                    AND ($2::text IS NULL OR n.schedule_name = $2::text)
+    CROSS JOIN LATERAL (
+        SELECT r.schedule_name
+        FROM run_stats r
+        WHERE r.grain = 'hour' AND r.period_start = p.raw_hour AND r.schedule_name <> ''
+          AND ($2::text IS NULL OR r.schedule_name = $2::text)
+        UNION
+        SELECT x.schedule_name FROM pending x WHERE x.hour = p.raw_hour AND x.schedule_name <> ''
+    ) AS n
     CROSS JOIN LATERAL (
         SELECT r.state, punchclock_duration_bucket(r.started_at, r.finished_at) AS bucket
         FROM runs r
@@ -54,6 +66,17 @@ WITH w AS (
     FROM runs r, p
     WHERE $2::text IS NULL AND r.schedule_name IS NULL AND r.created_at >= p.raw_from AND r.created_at < p.raw_to
       AND r.state IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'skipped', 'missed')
+), loose AS (
+    -- runs counted one by one (raw_final) or as pending changes, each with its sign: (schedule, state, bucket, n)
+    SELECT schedule_name, state, bucket, sign AS n FROM raw_final
+    UNION ALL
+    SELECT x.schedule_name, x.state, x.bucket, x.n
+    FROM pending x, p
+    WHERE date_bin('1 day', x.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') >= p.d
+    UNION ALL
+    SELECT x.schedule_name, x.state, x.bucket, p.hours_sign * x.n
+    FROM pending x, p
+    WHERE x.hour >= p.hours_from AND x.hour < p.hours_to
 ), in_flight AS (
     SELECT coalesce(r.schedule_name, '') AS schedule_name, r.state
     FROM runs r, p
@@ -74,7 +97,7 @@ WITH w AS (
                                            ('timed_out', rs.timed_out), ('cancelled', rs.cancelled),
                                            ('skipped', rs.skipped), ('missed', rs.missed)) AS c (state, n)
                 UNION ALL
-                SELECT schedule_name, state, sign FROM raw_final
+                SELECT schedule_name, state, n FROM loose
                 UNION ALL
                 SELECT schedule_name, state, 1 FROM in_flight) AS signed
           GROUP BY 1, 2
@@ -87,7 +110,7 @@ WITH w AS (
           FROM (SELECT schedule_name, bucket, sign * n AS n
                 FROM (SELECT schedule_name, sign, unnest(buckets) AS bucket, unnest(counts) AS n FROM rolled) AS rows
                 UNION ALL
-                SELECT schedule_name, bucket, sign FROM raw_final WHERE bucket IS NOT NULL) AS elements
+                SELECT schedule_name, bucket, n FROM loose WHERE bucket IS NOT NULL) AS elements
           GROUP BY 1, 2
           HAVING sum(n) <> 0) AS counted
     GROUP BY 1
