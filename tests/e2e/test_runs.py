@@ -389,8 +389,10 @@ def test_a_lease_left_by_a_killed_worker_expires(stack: Stack) -> None:
 
 
 def test_cancelled_runs_that_had_not_started_never_start(stack: Stack) -> None:
-    # A run waiting for the lease (overlap queue), and a run waiting for its next attempt (retrying).
-    add(stack, "holder", "--overlap", "queue", args={"seconds": 3})
+    # A run waiting for the lease (overlap queue), and a run waiting for its next attempt (retrying). The holder
+    # runs long enough that the second schedule's CLI calls and first failure, on a slow machine, end well within
+    # it: the waiting run must still be waiting when it is cancelled (3 s was once not enough).
+    add(stack, "holder", "--overlap", "queue", args={"seconds": 20})
     first = stack.trigger("holder")
     stack.wait_state(first, "running")
     waiting = stack.trigger("holder")
