@@ -102,7 +102,11 @@ async def get_run(conn: Connection, run_id: int) -> Run:
 async def list_runs(conn: Connection, *, schedule: str | None, state: RunState | None, limit: int) -> list[Run]:
     if limit < 1:
         raise InvalidInput(f"invalid --limit {limit}: must be 1 or more")
-    rows = await conn.fetch(sql("list_runs"), schedule, None if state is None else str(state), limit)
+    state_name = None if state is None else str(state)
+    if schedule is None:
+        rows = await conn.fetch(sql("list_runs"), state_name, limit)
+    else:
+        rows = await conn.fetch(sql("list_schedule_runs"), schedule, state_name, limit)
     return [Run.from_row(row) for row in rows]
 
 

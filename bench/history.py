@@ -64,6 +64,7 @@ from app.cli.runs import DEFAULT_LIMIT, fetch_detail, fetch_listing  # noqa: E40
 from app.cli.stats import schedule_stats  # noqa: E402
 from app.clock import fire_due  # noqa: E402
 from app.db.pool import connect, create_pool  # noqa: E402
+from app.db.queries import sql  # noqa: E402
 from app.notify.store import create_notifications  # noqa: E402
 from app.publisher import Publisher  # noqa: E402
 from app.recovery import Sweep  # noqa: E402
@@ -365,7 +366,7 @@ async def reads(bench: Bench) -> None:
     names = [f"job-{draw.randint(1, args.schedules):04d}" for _ in range(args.repeats)]
     async with bench.pool.acquire() as conn:
         last = await conn.fetchval("SELECT max(id) FROM runs")
-        plan = await conn.fetch("EXPLAIN SELECT * FROM runs WHERE schedule_name = 'job-0001' ORDER BY id DESC LIMIT 20")
+        plan = await conn.fetch("EXPLAIN " + sql("list_schedule_runs"), "job-0001", None, DEFAULT_LIMIT)
     run_ids = [draw.randint(1, last) for _ in range(args.repeats)]
     r.check(any("runs_by_schedule_name" in row[0] for row in plan), "runs list --schedule uses runs_by_schedule_name")
     wrong: list[str] = []

@@ -193,7 +193,7 @@ async def test_prune_skips_a_run_locked_elsewhere_without_waiting(pool: Pool) ->
 
 async def test_every_final_run_has_a_finishing_time(pool: Pool) -> None:
     """Retention prunes by finished_at: the clock's missed and skipped rows carry one, and a writer that sets a
-    run final without one is refused, naming the rule."""
+    run final without one, or takes a run out of a final state keeping it, is refused, naming the rule."""
     etl = await add_schedule(pool, "etl")
     rows = await pool.fetch(
         sql("insert_runs"),
@@ -215,14 +215,16 @@ async def test_every_final_run_has_a_finishing_time(pool: Pool) -> None:
         [row["id"] for row in rows],
     )
     assert [tuple(row) for row in stamped] == [("missed", True), ("skipped", True)]
-    with pytest.raises(asyncpg.CheckViolationError, match="runs_final_have_finished_at"):
+    with pytest.raises(asyncpg.CheckViolationError, match="runs_finished_when_final"):
         await pool.execute(
             "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
             " VALUES ($1, 'etl', 'probe', now() - interval '1 hour', 'manual', 'missed')",
             etl,
         )
-    with pytest.raises(asyncpg.CheckViolationError, match="runs_final_have_finished_at"):
+    with pytest.raises(asyncpg.CheckViolationError, match="runs_finished_when_final"):
         await pool.execute("UPDATE runs SET finished_at = NULL WHERE id = $1", rows[0]["id"])
+    with pytest.raises(asyncpg.CheckViolationError, match="runs_finished_when_final"):  # and only a final one
+        await pool.execute("UPDATE runs SET state = 'enqueued' WHERE id = $1", rows[0]["id"])
 
 
 # the sweep -------------------------------------------------------------------------------------------------

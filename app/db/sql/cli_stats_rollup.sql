@@ -43,7 +43,7 @@ WITH w AS (
     WHERE $2::text IS NULL OR x.schedule_name = $2::text
 ), raw_final AS (
     -- the final runs created between h and s: those of the schedules with final runs in that hour, each read
-    -- through runs_by_schedule_created (OFFSET 0 keeps the planner from trading that for a scan of every run)
+    -- through runs_by_schedule_name (OFFSET 0 keeps the planner from trading that for a scan of every run)
     SELECT n.schedule_name, p.raw_sign AS sign, x.state, x.bucket
     FROM p
     CROSS JOIN LATERAL (

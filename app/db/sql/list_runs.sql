@@ -1,5 +1,5 @@
--- $1 schedule name or NULL, $2 state or NULL, $3 limit: newest first.
+-- `runs list` without --schedule: $1 state or NULL, $2 limit; newest first (the primary key, backwards).
 SELECT * FROM runs
-WHERE ($1::text IS NULL OR schedule_name = $1) AND ($2::text IS NULL OR state = $2)
+WHERE $1::text IS NULL OR state = $1
 ORDER BY id DESC
-LIMIT $3
+LIMIT $2
