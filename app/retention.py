@@ -2,11 +2,11 @@
 with their attempts, steps and notifications.
 
 Deleting goes in bounded batches, each one statement and its own short transaction (``prune_runs.sql``), so it
-never holds what the tick or a worker needs for long: a batch locks only the old runs it deletes and the stats
-rollup rows of their hours. Two ways in:
+never holds what the tick or a worker needs for long: a batch locks only the old runs it deletes (its stats
+change is appended to ``run_stats_pending``, which the tick rolls up). Two ways in:
 
 - the tick's recovery sweep deletes one batch (``SWEEP_BATCH``) per tick, up to the start of the hour the
-  retention reaches back to (whole hours: each is a few rollup rows; see migration 0006). That keeps up with
+  retention reaches back to (whole hours: a few stats changes each; see migration 0006). That keeps up with
   ``SWEEP_BATCH`` runs a minute, 7.2 million a day;
 - ``punchclock runs prune`` deletes everything past a cutoff, batch after batch, for a first clean-up or a
   one-off ``--older-than``.

@@ -38,8 +38,9 @@ CREATE INDEX runs_prunable ON runs
 --
 --    It is kept off the worker's path. Whatever changes the final runs (a run's end, a retry taking a failed run
 --    back, a tick inserting missed instants, a prune) only appends what it did to run_stats_pending, in its own
---    transaction, by the triggers below: +n runs of (schedule, hour, state, duration bucket) in, -n out. The
---    clock moves pending rows into run_stats every tick (punchclock_run_stats_rollup). So in every snapshot
+--    transaction (punchclock_finish_run itself, the rest by the triggers below): +n runs of (schedule, hour,
+--    state, duration bucket) in, -n out. The clock moves pending rows into run_stats every tick
+--    (punchclock_run_stats_rollup). So in every snapshot
 --        the final runs in `runs` = run_stats + run_stats_pending
 --    and `punchclock stats` reads both (cli_stats_rollup.sql): exact, however far the rollup lags. A worker's
 --    finish pays for stats one appended row in a table without indexes; the run_stats rows of a busy schedule,

@@ -2,9 +2,9 @@
 -- and notifications (ON DELETE CASCADE), created in the hour $3 or later ($3 NULL: any); returns how many runs
 -- went and the latest hour they were created in (where the next batch starts, so that it does not walk again over
 -- the index entries of the runs this one deleted, dead until vacuumed). One statement, its own short transaction:
--- it locks only the runs it deletes (SKIP LOCKED: concurrent prunes take disjoint runs) and the run_stats rows of
--- their hours. Oldest hour first, a schedule's runs together (the runs_prunable index), so a batch empties whole
--- rows of the stats rollup instead of touching one per run.
+-- it locks only the runs it deletes (SKIP LOCKED: concurrent prunes take disjoint runs); the stats change it
+-- appends to run_stats_pending locks nothing. Oldest hour first, a schedule's runs together (the runs_prunable
+-- index), so that change comes to a few rows per schedule and hour, not one per run.
 --
 -- Kept whatever their age:
 --   * runs not final (in flight: never deleted), and runs whose follow-ups (notifications, dependents) are due;
