@@ -1,11 +1,7 @@
-"""The actors punchclock runs. ``app/actors.py`` imports this package after the broker is set up.
+"""The actors and workflows punchclock runs: one module each, found by ``app/actors.py`` (``app/discovery.py``).
 
-Add yours as modules here and import them below, so the wiring stays in one visible place.
+Add ``actors/greet.py`` with a ``@dramatiq.actor`` (or a ``@workflow``) and nothing else changes: every module
+here is imported after the broker is set up, in name order; modules named ``_*`` are helpers and are not.
+Import nothing from ``app.actors`` here and import your actor modules nowhere else before it, or they bind to
+another broker (the worker says so when it boots).
 """
-
-from actors import daily_brief, probe
-
-# The workflows the run_workflow actor can run, by name (app/actors.py hands this list to it).
-WORKFLOWS = [daily_brief.daily_brief]
-
-__all__ = ["WORKFLOWS", "daily_brief", "probe"]

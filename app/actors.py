@@ -1,8 +1,8 @@
 """The one entry point: ``dramatiq app.actors`` (workers) and ``periodiq app.actors`` (the clock) load it.
 
 In this order: settings from the environment, logging, our middleware, the broker with the whole stack, the
-engine's actors (``tick``, ``notify``), the actors under ``actors/``, then the validated schedules of
-``schedules.py``. Nothing opens a connection here: the database pool and the HTTP client open on first use
+engine's actors (``tick``, ``notify``), every module under ``actors/`` (found, not listed), then the validated
+schedules of ``schedules.py``. Nothing opens a connection here: the database pool and the HTTP client open on first use
 in a worker, pika connects on first use.
 """
 
@@ -24,6 +24,7 @@ from app.ai.llm import LLM
 from app.boot import load_code_schedules, load_dify_apps, prepare_database
 from app.broker import ClockActor, build_broker
 from app.db.pool import database_url
+from app.discovery import import_modules, workflows_in
 from app.errors import ConfigurationError
 from app.logs import configure_logging
 from app.middleware.database import DatabasePool
@@ -143,7 +144,9 @@ def notify(notification_id: int) -> None:
     database.run(lambda pool: deliver(pool, notification_id, settings=settings, http=http.client))
 
 
-import actors  # noqa: E402  (registers the actors on the broker set above)
+import actors  # noqa: E402  (the package; its modules register their actors on the broker set above)
+
+actor_modules = import_modules(actors)
 
 
 def _check_actors_bound() -> None:
@@ -159,12 +162,12 @@ def _check_actors_bound() -> None:
     if stray:
         raise ConfigurationError(
             f"{', '.join(stray)} were imported before app.actors set up the broker: import app.actors first"
-            " (dramatiq app.actors does), or import your actors only from actors/__init__.py"
+            " (dramatiq app.actors does), and do not import modules of actors/ from actors/__init__.py"
         )
 
 
 _check_actors_bound()
-workflows = WorkflowRegistry([*BUILTIN_WORKFLOWS, *actors.WORKFLOWS])
+workflows = WorkflowRegistry([*BUILTIN_WORKFLOWS, *workflows_in(actor_modules)])
 dify_apps = load_dify_apps(settings.schedules_module)
 
 # What a schedule may target: every actor but the engine's own.

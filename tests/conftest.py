@@ -84,6 +84,18 @@ def purge_queues(url: str) -> None:
         connection.close()
 
 
+def consumers(url: str, queue: str = "default") -> int:
+    """How many consumers RabbitMQ counts on ``queue`` (0 when it is not declared)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 def drain_queue(url: str, queue: str = "default") -> list[dict[str, Any]]:
     """Consume (and ack) every message waiting in ``queue``; the decoded Dramatiq messages."""
     import json

@@ -8,9 +8,9 @@
             data = (await ctx.http.get(ctx.params["source"])).json()
         ...
 
-The decorator registers nothing: ``actors/__init__.py`` lists the workflows in ``WORKFLOWS`` and
-``app/actors.py`` hands that list to the ``run_workflow`` actor, so the wiring stays in one place. A workflow
-reaching for something it did not declare in ``uses`` fails with :class:`ScopeError`.
+The decorator registers nothing: ``app/actors.py`` finds the workflows among the names of the modules under
+``actors/`` (``app/discovery.py``) and hands them to the ``run_workflow`` actor, so the wiring stays in one
+place. A workflow reaching for something it did not declare in ``uses`` fails with :class:`ScopeError`.
 """
 
 from __future__ import annotations

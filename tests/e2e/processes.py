@@ -23,13 +23,13 @@ BIN = Path(sys.executable).parent
 class Process:
     """A subprocess in its own session (so the whole tree can be signalled) logging to a file."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: Mapping[str, str], log: Path, cwd: Path = ROOT) -> None:
         self.args = args
         self.log_path = log
         self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -61,18 +61,21 @@ class Process:
         return code
 
 
-def worker(env: Mapping[str, str], log: Path, threads: int = 4) -> Process:
-    return Process([str(BIN / "dramatiq"), "app.actors", "--processes", "1", "--threads", str(threads)], env, log)
+def worker(env: Mapping[str, str], log: Path, threads: int = 4, cwd: Path = ROOT) -> Process:
+    args = [str(BIN / "dramatiq"), "app.actors", "--processes", "1", "--threads", str(threads)]
+    return Process(args, env, log, cwd)
 
 
 def clock(env: Mapping[str, str], log: Path) -> Process:
     return Process([str(BIN / "periodiq"), "app.actors"], env, log)
 
 
-def punchclock(*args: str, env: Mapping[str, str], unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def punchclock(
+    *args: str, env: Mapping[str, str], unset: tuple[str, ...] = (), cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     merged = {key: value for key, value in {**os.environ, **env}.items() if key not in unset}
     return subprocess.run(
-        [str(BIN / "punchclock"), *args], cwd=ROOT, env=merged, capture_output=True, text=True, timeout=60
+        [str(BIN / "punchclock"), *args], cwd=cwd, env=merged, capture_output=True, text=True, timeout=60
     )
 
 

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from tests import services
-from tests.conftest import purge_queues
+from tests.conftest import consumers, purge_queues
 from tests.e2e.processes import Process, punchclock, wait_for, worker
 
 pytestmark = pytest.mark.e2e
@@ -378,7 +378,12 @@ def test_a_lease_left_by_a_killed_worker_expires(stack: Stack) -> None:
     stack.wait_state(first, "running")
     victim.stop(signal.SIGKILL)
     stack.workers.clear()
-    purge_queues(stack.env["PUNCHCLOCK_BROKER_URL"])  # the crashed run's message is gone with its worker
+    # The crashed run's message is gone with its worker. RabbitMQ requeues a dead consumer's unacknowledged
+    # message only once it notices the closed connection: purge after that, or the message comes back after the
+    # purge and a new worker takes the run over (its heartbeat has expired), holding the lease again for 30 s.
+    broker_url = stack.env["PUNCHCLOCK_BROKER_URL"]
+    wait_for(lambda: consumers(broker_url) == 0, 30, "RabbitMQ to notice the killed worker")
+    purge_queues(broker_url)
     stack.start_worker("after-crash")
 
     blocked = stack.trigger("crashy", "--args", '{"seconds": 0}')
