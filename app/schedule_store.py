@@ -161,9 +161,9 @@ async def set_paused(conn: Connection, name: str, paused: bool, *, now: datetime
 async def delete_schedule(conn: Connection, name: str) -> None:
     dependents = await conn.fetchval(sql("dependents_of"), name)
     if dependents:
-        raise InvalidInput(
-            f'schedule "{name}" cannot be deleted: {", ".join(dependents)} run after it; change or delete those first'
-        )
+        names = ", ".join(f'"{dependent}"' for dependent in dependents)
+        who = f"schedule {names} runs after it" if len(dependents) == 1 else f"schedules {names} run after it"
+        raise InvalidInput(f'schedule "{name}" cannot be deleted: {who}; change or delete them first')
     if await conn.fetchval(sql("delete_schedule"), name) is None:
         raise NotFound(f'no schedule named "{name}": see punchclock schedules list')
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -169,3 +170,33 @@ def test_the_scratch_worker_loads_the_scratch_project(project: Path) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert [Path(line).parent.parent for line in found.stdout.splitlines()] == [project, project]
+
+
+# The CLI section ----------------------------------------------------------------------------------------------
+
+RUN_ID = "42"  # the README's example run id; the test points it at the manual run the sequence triggered
+
+
+def readme_cli_commands() -> list[list[str]]:
+    """The commands of the README's CLI block, continuation lines joined and comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"^## CLI\n.*?^```sh\n(?P<code>.*?)^```", text, re.M | re.S)
+    assert block, "the README has a CLI section with a sh block"
+    joined = block["code"].replace("\\\n", " ")
+    return [words for line in joined.splitlines() if (words := shlex.split(line, comments=True))]
+
+
+def test_the_cli_sequence_runs_top_to_bottom(punchclock_env: dict[str, str], clean_queues: str) -> None:
+    commands = readme_cli_commands()
+    assert all(words[0] == "punchclock" for words in commands)
+    assert commands[-1] == ["punchclock", "dev"]  # runs until Ctrl-C: tests/e2e/test_dev.py covers it
+    url = punchclock_env["PUNCHCLOCK_DATABASE_URL"]
+    manual: int | None = None
+    for words in commands[:-1]:
+        args = [str(manual) if word == RUN_ID and manual is not None else word for word in words[1:]]
+        result = punchclock(*args, env=punchclock_env)
+        assert result.returncode == 0, f"{shlex.join(words)}: {result.stderr}"
+        if manual is None and args[:2] == ["schedules", "trigger"]:
+            manual = query(url, "SELECT min(id) AS id FROM runs WHERE trigger = 'manual'")[0]["id"]
+    assert manual is not None, "the sequence triggers a run before it shows one"
+    assert query(url, "SELECT state FROM runs WHERE id = $1", manual)[0]["state"] == "cancelled"

@@ -138,5 +138,8 @@ async def test_a_dependency_cycle_is_refused_with_its_path(pool: asyncpg.Pool[An
         with pytest.raises(InvalidInput, match='runs after unknown schedule "ghost"'):
             await add_schedule(conn, Schedule("d", "probe", None, after=("ghost",)).validated(ACTORS), now=NOW)
         assert sorted(r["name"] for r in await conn.fetch("SELECT name FROM schedules")) == ["a", "b"]
-        with pytest.raises(InvalidInput, match='schedule "a" cannot be deleted: b run after it'):
+        with pytest.raises(
+            InvalidInput,
+            match='schedule "a" cannot be deleted: schedule "b" runs after it; change or delete them first',
+        ):
             await delete_schedule(conn, "a")
