@@ -138,5 +138,6 @@ def test_readme_documents_every_setting(readme: str) -> None:
 
 
 def test_readme_names_the_commands(readme: str) -> None:
-    for text in ("make dev", "make test", "docker compose up", "consumer_timeout 3600000"):
+    for text in ("make dev", "make test", "docker compose up"):
         assert text in readme, text
+    assert "consumer_timeout 3600000" in (ROOT / "docs" / "operations.md").read_text()  # as compose.yaml sets it
