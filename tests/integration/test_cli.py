@@ -729,6 +729,30 @@ async def test_console_script_exit_codes(punchclock_env: dict[str, str]) -> None
     assert "check PUNCHCLOCK_DATABASE_URL" in err
 
 
+async def test_output_cut_short_by_its_reader_is_no_error(punchclock_env: dict[str, str], pool: Pool) -> None:
+    """``punchclock runs show N | head -1``: head leaves after one line, and the rest of the output (a megabyte,
+    more than a pipe holds) has no reader. No traceback; the exit code a shell gives a writer killed by SIGPIPE."""
+    await add_nightly()
+    run_id = await pool.fetchval(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state, finished_at, output)"
+        " SELECT id, name, actor, now(), 'cron', 'succeeded', now(), jsonb_build_object('text', repeat('x', 1000000))"
+        " FROM schedules RETURNING id"
+    )
+    for command in (f"runs show {run_id}", f"runs show {run_id} --json", "runs list --json"):
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{PUNCHCLOCK} {command} | head -1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert (stderr.decode(), process.returncode) == ("", 141), command
+        assert stdout.decode().count("\n") == 1, command
+
+
 async def test_trigger_with_rabbitmq_down_keeps_the_run(punchclock_env: dict[str, str], pool: Pool) -> None:
     """The run is committed before publishing: with the broker unreachable it waits for the next tick."""
     await add_nightly()
