@@ -185,8 +185,8 @@ class RunAttempt:
     retry_delay_ms: int | None
 
     @property
-    def duration_seconds(self) -> float | None:
-        return None if self.finished_at is None else (self.finished_at - self.started_at).total_seconds()
+    def duration(self) -> timedelta | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,29 @@ class RunNotification:
     error: str | None
     created_at: datetime
     sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """One step of an attempt of a workflow run (``ctx.step(name)``): its timing, outcome and tokens."""
+
+    attempt: int
+    seq: int
+    name: str
+    started_at: datetime
+    finished_at: datetime
+    status: str
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def duration(self) -> timedelta:
+        return self.finished_at - self.started_at
+
+
+async def list_steps(conn: Connection, run_id: int) -> list[RunStep]:
+    return [RunStep(**dict(row)) for row in await conn.fetch(sql("cli_run_steps"), run_id)]
 
 
 async def list_attempts(conn: Connection, run_id: int) -> list[RunAttempt]:

@@ -29,11 +29,13 @@ from app.runs import (
     RunAttempt,
     RunNotification,
     RunState,
+    RunStep,
     cancel_run,
     get_run,
     list_attempts,
     list_notifications,
     list_runs,
+    list_steps,
     parse_state,
     retry_run,
 )
@@ -165,16 +167,18 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
 class RunDetail:
     run: Run
     attempts: list[RunAttempt]
+    steps: list[RunStep]
     notifications: list[RunNotification]
     zone: ZoneInfo | None
 
 
 async def fetch_detail(conn: asyncpg.Connection[Any], run_id: int) -> RunDetail:
-    """What ``runs show`` reads: the run, its attempts and notifications, its schedule's zone."""
+    """What ``runs show`` reads: the run, its attempts, steps and notifications, its schedule's zone."""
     run = await get_run(conn, run_id)
     return RunDetail(
         run,
         await list_attempts(conn, run.id),
+        await list_steps(conn, run.id),
         await list_notifications(conn, run.id),
         _zone(run, await _zones(conn, [run])),
     )
@@ -193,6 +197,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             {
                 **output.run_json(run),
                 "attempt_history": [_attempt_json(a) for a in detail.attempts],
+                "steps": [_step_json(step) for step in detail.steps],
                 "notifications": [_notification_json(n) for n in detail.notifications],
                 "trace_url": jaeger_link(settings, run.trace_id) if run.trace_id else None,
             }
@@ -207,7 +212,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("state", run.state),
             ("attempts", run.attempts),
             ("args", output.json_text(run.args)),
-            ("options", output.json_text(run.options)),
+            ("options", output.options_text(run.options)),
             ("scheduled for", output.local_time(run.scheduled_for, zone)),
             ("created", output.local_time(run.created_at, zone)),
             ("enqueued", output.local_time(run.enqueued_at, zone)),
@@ -217,7 +222,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("duration", output.duration(output.run_duration(run))),
             ("blocked by", None if run.blocked_by is None else f"run {run.blocked_by}"),
             ("next attempt", output.local_time(run.next_attempt_at, zone)),
-            ("cancel", "requested" if run.cancel_requested and run.state is RunState.RUNNING else None),
+            *_cancel_field(run),
             ("trace id", run.trace_id),
             ("trace", jaeger_link(settings, run.trace_id) if run.trace_id else None),
             (
@@ -240,7 +245,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
                     a.attempt,
                     a.state,
                     output.local_time(a.started_at, zone),
-                    output.duration(None if a.finished_at is None else a.finished_at - a.started_at) or output.NONE,
+                    output.duration(a.duration) or output.NONE,
                     output.one_line(a.error, 40),
                     output.duration(None if a.retry_delay_ms is None else timedelta(milliseconds=a.retry_delay_ms))
                     or output.NONE,
@@ -248,6 +253,23 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
                 for a in detail.attempts
             ),
             ("#", "STATE", "STARTED", "DURATION", "ERROR", "RETRY DELAY"),
+        )
+    if detail.steps:
+        print()
+        print("Steps")
+        output.print_table(
+            (
+                (
+                    step.attempt,
+                    step.name,
+                    step.status,
+                    output.duration(step.duration),
+                    f"{step.input_tokens} in, {step.output_tokens} out",
+                    output.one_line(step.error, 40),
+                )
+                for step in detail.steps
+            ),
+            ("ATTEMPT", "STEP", "STATUS", "DURATION", "TOKENS", "ERROR"),
         )
     if detail.notifications:
         print()
@@ -259,13 +281,36 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cancel_field(run: Run) -> list[tuple[str, str]]:
+    """A cancel asked of a running run that has not stopped yet; nothing otherwise (a cancelled run's state and
+    error say it all)."""
+    if run.cancel_requested and run.state is RunState.RUNNING:
+        return [("cancel", "requested: its worker stops it within a heartbeat")]
+    return []
+
+
+def _step_json(step: RunStep) -> dict[str, Any]:
+    return {
+        "attempt": step.attempt,
+        "seq": step.seq,
+        "name": step.name,
+        "status": step.status,
+        "started_at": output.iso(step.started_at),
+        "finished_at": output.iso(step.finished_at),
+        "duration_seconds": output.seconds(step.duration),
+        "input_tokens": step.input_tokens,
+        "output_tokens": step.output_tokens,
+        "error": step.error,
+    }
+
+
 def _attempt_json(attempt: RunAttempt) -> dict[str, Any]:
     return {
         "attempt": attempt.attempt,
         "state": attempt.state,
         "started_at": output.iso(attempt.started_at),
         "finished_at": output.iso(attempt.finished_at),
-        "duration_seconds": attempt.duration_seconds,
+        "duration_seconds": output.seconds(attempt.duration),
         "error": attempt.error,
         "retry_delay_ms": attempt.retry_delay_ms,
     }
@@ -348,7 +393,8 @@ def prune_command(args: argparse.Namespace, settings: Settings) -> int:
         "runs past the retention pruned",
         extra={"action": "runs_pruned", "runs": done.deleted, "before": cutoff.isoformat(), "by": "cli"},
     )
-    print(f"pruned {done.deleted:,} runs {before} in {done.seconds:.1f}s ({done.rate:,.0f} runs/s)")
+    took = format_duration(timedelta(seconds=done.seconds))
+    print(f"pruned {done.deleted:,} runs {before} in {took} ({done.rate:,.0f} runs/s)")
     return 0
 
 

@@ -316,8 +316,8 @@ def next_command(args: argparse.Namespace, settings: Settings) -> int:
                 "schedule": s.name,
                 "cron": s.cron,
                 "timezone": s.timezone,
-                "after": after.astimezone(zone).isoformat(),
-                "fires": [{"local": t.astimezone(zone).isoformat(), "utc": output.iso(t)} for t in fires],
+                "after": output.iso_local(after, zone),
+                "fires": [{"local": output.iso_local(t, zone), "utc": output.iso(t)} for t in fires],
             }
         )
         return 0
@@ -334,7 +334,7 @@ def _print_fires(fires: list[datetime], timezone: str) -> None:
             (number, output.local_time(t, zone), t.astimezone(zone).tzname(), output.utc_time(t))
             for number, t in enumerate(fires, start=1)
         ),
-        ("#", timezone, "", "UTC"),
+        ("#", timezone, "ABBREVIATION", "UTC"),
     )
 
 

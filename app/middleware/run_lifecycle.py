@@ -32,6 +32,7 @@ import dramatiq
 from dramatiq.middleware import SkipMessage, TimeLimitExceeded
 
 from app.db.outage import is_outage, wait_out
+from app.durations import format_duration
 from app.followups import CreateNotifications, follow_up
 from app.jsonb import jsonb_problem
 from app.middleware.database import DatabasePool
@@ -315,7 +316,11 @@ def _attempt_end(
         return RunState.RETRYING, None, error
     if isinstance(exception, TimeLimitExceeded):
         limit = message.options.get("time_limit")
-        return RunState.TIMED_OUT, None, f"timed out after {limit / 1000:g}s" if limit else error
+        return (
+            RunState.TIMED_OUT,
+            None,
+            f"timed out after {format_duration(timedelta(milliseconds=limit))}" if limit else error,
+        )
     return RunState.FAILED, None, error
 
 

@@ -125,11 +125,11 @@ async def test_add_list_show(punchclock_env: dict[str, str], pool: Pool, capsys:
     assert await cli("schedules", "list", "--json") == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["name"] == "nightly"
-    assert listed["catchup_window"] == "2h"
-    assert listed["timeout"] == "25m"
+    assert listed["catchup_window_seconds"] == 7200
+    assert listed["timeout_seconds"] == 1500
     assert listed["status"] == "active"
     assert listed["last_state"] is None
-    assert listed["next_fire_at"].endswith("+00:00")
+    assert listed["next_fire_at"].endswith(":00.000Z")
 
     assert await cli("schedules", "show", "nightly") == 0
     out = capsys.readouterr().out
@@ -159,6 +159,7 @@ async def test_next_over_spring_forward(punchclock_env: dict[str, str], capsys: 
     assert await cli("schedules", "next", "nightly", "-n", "2", "--after", "2026-03-07T12:00") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ('next 2 fires of "nightly" (30 2 * * *, America/New_York) after 2026-03-07T12:00:00-05:00')
+    assert lines[1].split() == ["#", "America/New_York", "ABBREVIATION", "UTC"]  # every column labelled
     assert lines[3].split() == ["1", "2026-03-08T03:00:00-04:00", "EDT", "2026-03-08T07:00:00Z"]
     assert lines[4].split() == ["2", "2026-03-09T02:30:00-04:00", "EDT", "2026-03-09T06:30:00Z"]
     assert len(lines) == 5
@@ -169,10 +170,10 @@ async def test_next_over_spring_forward(punchclock_env: dict[str, str], capsys: 
         "schedule": "nightly",
         "cron": "30 2 * * *",
         "timezone": "America/New_York",
-        "after": "2026-03-08T01:59:59-05:00",
+        "after": "2026-03-08T01:59:59.000-05:00",
         "fires": [
-            {"local": "2026-03-08T03:00:00-04:00", "utc": "2026-03-08T07:00:00+00:00"},
-            {"local": "2026-03-09T02:30:00-04:00", "utc": "2026-03-09T06:30:00+00:00"},
+            {"local": "2026-03-08T03:00:00.000-04:00", "utc": "2026-03-08T07:00:00.000Z"},
+            {"local": "2026-03-09T02:30:00.000-04:00", "utc": "2026-03-09T06:30:00.000Z"},
         ],
     }
 
@@ -364,11 +365,11 @@ async def test_add_worker_side_options_round_trip(
         "overlap": "queue",
         "lock_key": "reindex:{kb}",
         "max_retries": 5,
-        "min_backoff": "2s",
-        "max_backoff": "1m30s",
-        "timeout": "30m",
+        "min_backoff_seconds": 2,
+        "max_backoff_seconds": 90,
+        "timeout_seconds": 1800,
         "retry_timeouts": True,
-        "jitter": "45s",
+        "jitter_seconds": 45,
         # the webhook's path is its secret: shown masked
         "notify": ["webhook:https://hooks.example.com/***", "mailto:ops@example.com"],
         "notify_on_recovery": True,
@@ -690,11 +691,11 @@ async def test_runs_list_and_show(
         "trigger": "cron",
         "state": "failed",
         "attempts": 2,
-        "scheduled_for": "2026-03-08T07:00:00+00:00",
-        "started_at": "2026-03-08T07:00:01+00:00",
-        "finished_at": "2026-03-08T07:01:31+00:00",
-        "duration": "1m30s",
-        "start_delay": "1s",
+        "scheduled_for": "2026-03-08T07:00:00.000Z",
+        "started_at": "2026-03-08T07:00:01.000Z",
+        "finished_at": "2026-03-08T07:01:31.000Z",
+        "duration_seconds": 90.0,
+        "start_delay_seconds": 1.0,
         "error": "boom: it broke",
         "output": {"partial": True},
     }
