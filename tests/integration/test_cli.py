@@ -574,6 +574,26 @@ async def test_trigger_publishes_a_manual_run(
     assert await pool.fetchval("SELECT count(*) FROM runs") == 2
 
 
+async def test_trigger_args_merge_over_the_schedules_unless_replaced(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly("--args", '{"seconds": 1, "output": "schedule"}')
+    await asyncio.to_thread(purge_queue, QUEUE)
+    assert await cli("schedules", "trigger", "nightly", "--replace-args") == 2
+    assert capsys.readouterr().err == (
+        "punchclock: error: --replace-args needs --args JSON: the arguments to run with instead of the schedule's\n"
+    )
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+
+    assert await cli("schedules", "trigger", "nightly", "--args", '{"output": "cli"}') == 0
+    assert await cli("schedules", "trigger", "nightly", "--args", '{"output": "cli"}', "--replace-args") == 0
+    assert [r["args"] for r in await pool.fetch("SELECT args FROM runs ORDER BY id")] == [
+        {"seconds": 1, "output": "cli"},
+        {"output": "cli"},
+    ]
+    await asyncio.to_thread(purge_queue, QUEUE)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
