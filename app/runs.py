@@ -257,6 +257,61 @@ async def cancel_run(conn: Connection, run_id: int) -> Run:
     )
 
 
+# The states a run can be cancelled in: not started yet (the first three), or running.
+CANCELLABLE = (RunState.SCHEDULED, RunState.ENQUEUED, RunState.RETRYING, RunState.RUNNING)
+
+
+def cancellable_states(texts: list[str] | None) -> tuple[RunState, ...]:
+    """The states named (all cancellable ones when None), each one a run can be cancelled in."""
+    if not texts:
+        return CANCELLABLE
+    states = tuple(dict.fromkeys(parse_state(text) for text in texts))
+    for state in states:
+        if state not in CANCELLABLE:
+            raise InvalidInput(
+                f"invalid --state {state}: a {state} run cannot be cancelled; use {', '.join(CANCELLABLE)}"
+            )
+    return states
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A schedule's runs not over yet: ``not_started`` (scheduled, enqueued or retrying) and ``running``."""
+
+    not_started: int = 0
+    running: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.not_started + self.running
+
+
+async def count_pending(conn: Connection, schedule: str, states: tuple[RunState, ...] = CANCELLABLE) -> Pending:
+    counts = {
+        row["state"]: row["runs"]
+        for row in await conn.fetch(sql("cli_count_pending_runs"), schedule, [str(s) for s in states])
+    }
+    running = counts.pop(RunState.RUNNING, 0)
+    return Pending(not_started=sum(counts.values()), running=running)
+
+
+async def schedule_known(conn: Connection, name: str) -> bool:
+    """Whether ``name`` is a schedule's, or was: runs keep their schedule's name once it is deleted."""
+    known: bool = await conn.fetchval(sql("cli_schedule_known"), name)
+    return known
+
+
+async def cancel_schedule_runs(conn: Connection, schedule: str, states: tuple[RunState, ...] = CANCELLABLE) -> Pending:
+    """:func:`cancel_run` for each run of ``schedule`` (by name: a deleted one's too) in ``states``: what was
+    done, ``not_started`` runs cancelled (a running one whose worker is gone among them) and ``running`` ones
+    asked to stop."""
+    rows = await conn.fetch(sql("cli_cancel_schedule_runs"), schedule, [str(s) for s in states], CANCELLED_BY_CLI)
+    running = [row["id"] for row in rows if row["state"] == RunState.RUNNING]
+    # Running, but its worker is gone: nobody is left to stop it, so it is cancelled here and now.
+    dead = [run_id for run_id in running if await conn.fetchval(sql("cancel_dead_run"), run_id)]
+    return Pending(not_started=len(rows) - len(running) + len(dead), running=len(running) - len(dead))
+
+
 async def retry_run(conn: Connection, run_id: int) -> Run:
     """Record a new manual run with the schedule, actor, args and options of run ``run_id`` (state
     ``scheduled``: the caller publishes it through the outbox). Works when the schedule was deleted."""

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from app import retention
-from app.cli import output
+from app.cli import confirm, output
 from app.cli.arguments import option
 from app.cli.database import Database, run_with_database
 from app.cli.trigger import record_and_publish, report
@@ -25,12 +25,17 @@ from app.cron import validate_timezone
 from app.durations import format_duration, parse_duration
 from app.errors import InvalidInput, NotFound
 from app.runs import (
+    CANCELLABLE,
+    Pending,
     Run,
     RunAttempt,
     RunNotification,
     RunState,
     RunStep,
     cancel_run,
+    cancel_schedule_runs,
+    cancellable_states,
+    count_pending,
     get_run,
     list_attempts,
     list_notifications,
@@ -38,6 +43,7 @@ from app.runs import (
     list_steps,
     parse_state,
     retry_run,
+    schedule_known,
 )
 from app.schedule_store import get_schedule
 from app.settings import Settings
@@ -71,8 +77,21 @@ def register(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=show_command)
 
-    cancel = commands.add_parser("cancel", help="stop a run: one not started never starts, a running one is stopped")
-    cancel.add_argument("run_id", type=int, metavar="RUN_ID")
+    cancel = commands.add_parser(
+        "cancel",
+        help="stop a run, or a schedule's pending runs (--schedule): one not started never starts, a running one"
+        " is stopped",
+    )
+    cancel.add_argument("run_id", type=int, nargs="?", metavar="RUN_ID")
+    cancel.add_argument("--schedule", metavar="NAME", help="every pending run of this schedule (a deleted one's too)")
+    cancel.add_argument(
+        "--state",
+        action="extend",
+        nargs="+",
+        metavar="STATE",
+        help=f"with --schedule: only runs in these states (default all of {', '.join(CANCELLABLE)})",
+    )
+    cancel.add_argument("--yes", action="store_true", help="with --schedule: cancel without asking")
     cancel.set_defaults(handler=cancel_command)
 
     retry = commands.add_parser("retry", help="a new manual run with the same schedule, actor, args and options")
@@ -332,6 +351,14 @@ def _notification_json(notification: RunNotification) -> dict[str, Any]:
 
 
 def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.schedule is not None:
+        if args.run_id is not None:
+            raise InvalidInput(f"pass RUN_ID {args.run_id} or --schedule {args.schedule}, not both")
+        return _cancel_schedule_runs(args, settings)
+    if args.run_id is None:
+        raise InvalidInput("pass the RUN_ID of the run to cancel, or --schedule NAME to cancel its pending runs")
+    if args.state or args.yes:
+        raise InvalidInput(f"--state and --yes go with --schedule NAME, not with RUN_ID {args.run_id}")
     known_run_id(args.run_id)
 
     async def cancel(db: Database) -> Run:
@@ -344,6 +371,69 @@ def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"cancelled {label}: it will not start")
     return 0
+
+
+def _cancel_schedule_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """Count, confirm (``--yes``, or a yes on the terminal), cancel: two sessions, so no transaction stays open
+    while a person reads the question; runs that started or ended meanwhile are counted as they are by then."""
+    name, states = args.schedule, cancellable_states(args.state)
+    if not args.yes and not confirm.interactive():
+        # refused before anything is read: a script without --yes is a mistake whatever the count
+        raise InvalidInput(
+            f"runs cancel --schedule {name} cancels runs in bulk: pass --yes to confirm (stdin is not a terminal to"
+            " ask on)"
+        )
+
+    async def count(db: Database) -> Pending:
+        pending = await count_pending(db.conn, name, states)
+        if not pending.total and not await schedule_known(db.conn, name):
+            raise NotFound(f'no schedule named "{name}" and no runs of one: see punchclock schedules list')
+        return pending
+
+    pending = run_with_database(settings, count)
+    what = f'"{name}" ({", ".join(states)})'
+    if not pending.total:
+        print(f"no runs of {what} to cancel")
+        return 0
+    if not args.yes and not confirm.ask(f"cancel {pending_text(pending)} of {what}?"):
+        print("nothing cancelled")
+        return 0
+
+    async def cancel(db: Database) -> Pending:
+        return await cancel_schedule_runs(db.conn, name, states)
+
+    done = run_with_database(settings, cancel)
+    logger.info(
+        "runs of a schedule cancelled",
+        extra={"action": "runs_cancelled", "schedule": name, "cancelled": done.not_started, "stopping": done.running},
+    )
+    print(cancelled_text(done, name))
+    return 0
+
+
+def pending_text(pending: Pending) -> str:
+    """``289 runs not started yet and 1 running``."""
+    parts = [f"{_runs(pending.not_started)} not started yet"] if pending.not_started else []
+    if pending.running:
+        parts.append(f"{pending.running:,} running" if parts else f"{_runs(pending.running)} running")
+    return " and ".join(parts)
+
+
+def cancelled_text(done: Pending, name: str) -> str:
+    """What a bulk cancel did, in a line."""
+    text = f'cancelled {_runs(done.not_started)} of "{name}"'
+    if done.running == 1:
+        text += "; asked 1 running run to stop: its worker stops it and marks it cancelled within a heartbeat"
+    elif done.running:
+        text += (
+            f"; asked {done.running:,} running runs to stop: their workers stop them and mark them cancelled within"
+            " a heartbeat"
+        )
+    return text
+
+
+def _runs(count: int) -> str:
+    return f"{count:,} run" + ("" if count == 1 else "s")
 
 
 def retry_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -179,6 +180,138 @@ async def test_cancel_a_run_not_started(
     out = capsys.readouterr().out
     assert "state:          cancelled\n" in out
     assert "cancel:" not in out  # no "cancel: -" next to a run that was cancelled
+
+
+class Terminal(io.StringIO):
+    """stdin as a person at a terminal answers: ``answers``, one a line."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Script(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+async def states_by_id(pool: Pool) -> dict[int, str]:
+    return {row["id"]: row["state"] for row in await pool.fetch("SELECT id, state FROM runs")}
+
+
+async def test_cancel_the_pending_runs_of_a_schedule(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_hourly()
+    assert await cli("schedules", "add", "other", "--actor", "probe", "--cron", "0 * * * *") == 0
+    scheduled = [await insert_run(pool, "scheduled") for _ in range(2)]
+    enqueued = await insert_run(pool, "enqueued")
+    retrying = await insert_run(pool, "retrying", next_attempt_at=datetime.now(UTC) + timedelta(minutes=1))
+    running = await insert_run(
+        pool, "running", attempts=1, started_at=datetime.now(UTC), alive_until=datetime.now(UTC) + timedelta(hours=1)
+    )
+    done = await insert_run(pool, "succeeded", finished_at=datetime.now(UTC))
+    other = await pool.fetchval(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
+        " SELECT id, name, actor, now(), 'cron', 'scheduled' FROM schedules WHERE name = 'other' RETURNING id"
+    )
+    before = await states_by_id(pool)
+    capsys.readouterr()
+
+    # bad input, or a script without --yes: exit 2, nothing cancelled
+    monkeypatch.setattr("sys.stdin", Script(""))
+    for argv, error in (
+        (["--schedule", "hourly"], "runs cancel --schedule hourly cancels runs in bulk: pass --yes to confirm"),
+        (["--schedule", "hourly", "--yes", "--state", "succeeded"], "invalid --state succeeded: a succeeded run"),
+        (["--schedule", "hourly", "--yes", "--state", "bogus"], 'unknown run state "bogus"'),
+        (["--schedule", "nobody", "--yes"], 'no schedule named "nobody" and no runs of one'),
+        ([str(running), "--schedule", "hourly"], f"pass RUN_ID {running} or --schedule hourly, not both"),
+        ([], "pass the RUN_ID of the run to cancel, or --schedule NAME"),
+        ([str(running), "--yes"], f"--state and --yes go with --schedule NAME, not with RUN_ID {running}"),
+    ):
+        assert await cli("runs", "cancel", *argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"punchclock: error: {error}"), (argv, captured.err)
+        assert captured.out == ""
+    assert await states_by_id(pool) == before
+
+    # a person says no
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    assert await cli("runs", "cancel", "--schedule", "hourly") == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        'cancel 4 runs not started yet and 1 running of "hourly" (scheduled, enqueued, retrying, running)? [y/N] '
+    )
+    assert captured.out == "nothing cancelled\n"
+    assert await states_by_id(pool) == before
+
+    # --state narrows, --yes does not ask
+    assert await cli("runs", "cancel", "--schedule", "hourly", "--state", "scheduled", "--yes") == 0
+    assert capsys.readouterr() == ('cancelled 2 runs of "hourly"\n', "")
+    assert [(await states_by_id(pool))[run_id] for run_id in scheduled] == ["cancelled", "cancelled"]
+
+    # a person says yes: the rest, the running one asked to stop
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert await cli("runs", "cancel", "--schedule", "hourly") == 0
+    assert capsys.readouterr().out == (
+        'cancelled 2 runs of "hourly"; asked 1 running run to stop: its worker stops it and marks it cancelled'
+        " within a heartbeat\n"
+    )
+    after = await states_by_id(pool)
+    assert (after[enqueued], after[retrying], after[running], after[done], after[other]) == (
+        "cancelled",
+        "cancelled",
+        "running",
+        "succeeded",
+        "scheduled",
+    )
+    assert await pool.fetchval("SELECT cancel_requested FROM runs WHERE id = $1", running) is True
+
+    assert await cli("runs", "cancel", "--schedule", "hourly", "--state", "scheduled", "enqueued", "--yes") == 0
+    assert capsys.readouterr().out == 'no runs of "hourly" (scheduled, enqueued) to cancel\n'
+
+
+async def test_delete_or_pause_says_what_becomes_of_pending_runs(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_hourly()
+    pending = [await insert_run(pool, "scheduled") for _ in range(3)]
+    running = await insert_run(
+        pool, "running", attempts=1, started_at=datetime.now(UTC), alive_until=datetime.now(UTC) + timedelta(hours=1)
+    )
+    capsys.readouterr()
+
+    monkeypatch.setattr("sys.stdin", Script(""))  # a script: told, not asked; its runs still run
+    assert await cli("schedules", "pause", "hourly") == 0
+    assert capsys.readouterr() == (
+        'paused schedule "hourly" (resume with punchclock schedules resume hourly)\n'
+        "its 3 runs not started yet and 1 running still run (pausing stops new runs only); cancel them with"
+        " punchclock runs cancel --schedule hourly\n",
+        "",
+    )
+    assert set((await states_by_id(pool)).values()) == {"scheduled", "running"}
+
+    assert await cli("schedules", "resume", "hourly") == 0
+    assert await cli("schedules", "pause", "hourly", "--cancel-pending") == 0
+    assert capsys.readouterr().out.endswith(
+        'paused schedule "hourly" (resume with punchclock schedules resume hourly)\n'
+        'cancelled 3 runs of "hourly"; asked 1 running run to stop: its worker stops it and marks it cancelled'
+        " within a heartbeat\n"
+    )
+    assert [(await states_by_id(pool))[run_id] for run_id in pending] == ["cancelled"] * 3
+
+    late = await insert_run(pool, "enqueued")
+    monkeypatch.setattr("sys.stdin", Terminal("yes\n"))  # a person: asked
+    assert await cli("schedules", "delete", "hourly") == 0
+    captured = capsys.readouterr()
+    assert captured.err == 'schedule "hourly" has 1 run not started yet and 1 running: cancel them? [y/N] '
+    assert captured.out == (
+        'deleted schedule "hourly"; its runs keep their history (punchclock runs list --schedule hourly)\n'
+        'cancelled 1 run of "hourly"; asked 1 running run to stop: its worker stops it and marks it cancelled'
+        " within a heartbeat\n"
+    )
+    assert (await states_by_id(pool))[late] == "cancelled"
+    assert await pool.fetchval("SELECT cancel_requested FROM runs WHERE id = $1", running) is True
+    assert await pool.fetchval("SELECT count(*) FROM schedules") == 0
 
 
 async def test_cancel_a_running_run_asks_it_to_stop(
