@@ -780,3 +780,17 @@ async def test_show_lists_the_steps_of_each_attempt(
         "error": None,
         "started_at": "2026-03-01T12:01:01.000Z",
     }
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (["--timeout", "2h"], 'invalid timeout 2h for schedule "hourly": must be above 0 and at most 30m'),
+        (["--min-backoff", "5m", "--max-backoff", "1m30s"], "min_backoff 5m is above max_backoff 1m30s"),
+    ],
+)
+async def test_a_duration_in_an_error_is_written_as_it_is_typed(
+    punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str], options: list[str], error: str
+) -> None:
+    assert await cli("schedules", "add", "hourly", "--actor", "probe", "--cron", "0 * * * *", *options) == 2
+    assert capsys.readouterr().err.startswith(f"punchclock: error: {error}")
