@@ -82,7 +82,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="stop a run, or a schedule's pending runs (--schedule): one not started never starts, a running one"
         " is stopped",
     )
-    cancel.add_argument("run_id", type=int, nargs="?", metavar="RUN_ID")
+    cancel.add_argument("run_id", type=int, nargs="?", metavar="RUN_ID", help="the run to cancel (or --schedule)")
     cancel.add_argument("--schedule", metavar="NAME", help="every pending run of this schedule (a deleted one's too)")
     cancel.add_argument(
         "--state",
