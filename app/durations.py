@@ -2,7 +2,8 @@
 
 Used for timeouts, catch-up windows, lock TTLs and backoff bounds in schedules and on the CLI. Units are
 ``d`` (24 hours, not a calendar day), ``h``, ``m`` (minutes, never months), ``s`` and ``ms``; a bare integer
-means seconds. ``format_duration`` writes the same compact form back, so the two round-trip.
+means seconds. ``format_duration`` writes the same compact form back, so the two round-trip; it is the one way
+every duration is written in text (options, run and step durations, stats, errors).
 """
 
 from __future__ import annotations
@@ -55,15 +56,16 @@ def parse_duration(text: str) -> timedelta:
     return total
 
 
-def format_duration(td: timedelta) -> str:
+def format_duration(td: timedelta, *, precision: timedelta = _UNITS["ms"]) -> str:
     """Write ``td`` in the compact form ``parse_duration`` reads: ``1h30m``, ``1m30s``, ``500ms``, ``0s``.
 
     Negative durations get a leading ``-`` (for display only: ``parse_duration`` rejects them). Precision
-    below one millisecond is dropped.
+    below one millisecond is dropped; a coarser ``precision`` (a measured duration, an estimate: no more digits
+    than are meaningful) rounds ``td`` to a multiple of it, halves up.
     """
     if td < timedelta(0):
-        return "-" + format_duration(-td)
-    remaining = td
+        return "-" + format_duration(-td, precision=precision)
+    remaining = td if precision <= _UNITS["ms"] else (td + precision / 2) // precision * precision
     parts: list[str] = []
     for unit, size in _UNITS.items():
         count, remaining = divmod(remaining, size)

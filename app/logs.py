@@ -175,6 +175,19 @@ class _DropResultWarning(logging.Filter):
         return "haven't added the Results middleware" not in record.getMessage()
 
 
+class _DemoteSkipped(logging.Filter):
+    """Dramatiq warns "Message … was skipped." for every message a middleware skips. RunLifecycle skips on
+    purpose, after logging why under its own action (a backfill run waiting for its lease, a duplicate, a run
+    already over), so at WARNING the line is noise that says nothing new: hundreds of waiting backfill runs made
+    it hundreds of lines a second. Kept at DEBUG, for whoever turns Dramatiq's loggers up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or not record.getMessage().endswith(" was skipped."):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def guard(handler: logging.Handler, formatter: logging.Formatter | None = None) -> None:
     """Give ``handler`` our :class:`Guard` (once) and, when given, ``formatter``."""
     if formatter is not None:
@@ -221,3 +234,5 @@ def configure_logging(level: str, fmt: str) -> None:
     worker_thread = logging.getLogger("dramatiq.worker.WorkerThread")
     if not any(isinstance(f, _DropResultWarning) for f in worker_thread.filters):
         worker_thread.addFilter(_DropResultWarning())
+    if not any(isinstance(f, _DemoteSkipped) for f in worker_thread.filters):
+        worker_thread.addFilter(_DemoteSkipped())

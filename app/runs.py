@@ -185,8 +185,8 @@ class RunAttempt:
     retry_delay_ms: int | None
 
     @property
-    def duration_seconds(self) -> float | None:
-        return None if self.finished_at is None else (self.finished_at - self.started_at).total_seconds()
+    def duration(self) -> timedelta | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,29 @@ class RunNotification:
     error: str | None
     created_at: datetime
     sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """One step of an attempt of a workflow run (``ctx.step(name)``): its timing, outcome and tokens."""
+
+    attempt: int
+    seq: int
+    name: str
+    started_at: datetime
+    finished_at: datetime
+    status: str
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def duration(self) -> timedelta:
+        return self.finished_at - self.started_at
+
+
+async def list_steps(conn: Connection, run_id: int) -> list[RunStep]:
+    return [RunStep(**dict(row)) for row in await conn.fetch(sql("cli_run_steps"), run_id)]
 
 
 async def list_attempts(conn: Connection, run_id: int) -> list[RunAttempt]:
@@ -232,6 +255,61 @@ async def cancel_run(conn: Connection, run_id: int) -> Run:
     raise InvalidInput(
         f"run {run_id} is {run.state}: only a scheduled, enqueued, retrying or running run can be cancelled"
     )
+
+
+# The states a run can be cancelled in: not started yet (the first three), or running.
+CANCELLABLE = (RunState.SCHEDULED, RunState.ENQUEUED, RunState.RETRYING, RunState.RUNNING)
+
+
+def cancellable_states(texts: list[str] | None) -> tuple[RunState, ...]:
+    """The states named (all cancellable ones when None), each one a run can be cancelled in."""
+    if not texts:
+        return CANCELLABLE
+    states = tuple(dict.fromkeys(parse_state(text) for text in texts))
+    for state in states:
+        if state not in CANCELLABLE:
+            raise InvalidInput(
+                f"invalid --state {state}: a {state} run cannot be cancelled; use {', '.join(CANCELLABLE)}"
+            )
+    return states
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A schedule's runs not over yet: ``not_started`` (scheduled, enqueued or retrying) and ``running``."""
+
+    not_started: int = 0
+    running: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.not_started + self.running
+
+
+async def count_pending(conn: Connection, schedule: str, states: tuple[RunState, ...] = CANCELLABLE) -> Pending:
+    counts = {
+        row["state"]: row["runs"]
+        for row in await conn.fetch(sql("cli_count_pending_runs"), schedule, [str(s) for s in states])
+    }
+    running = counts.pop(RunState.RUNNING, 0)
+    return Pending(not_started=sum(counts.values()), running=running)
+
+
+async def schedule_known(conn: Connection, name: str) -> bool:
+    """Whether ``name`` is a schedule's, or was: runs keep their schedule's name once it is deleted."""
+    known: bool = await conn.fetchval(sql("cli_schedule_known"), name)
+    return known
+
+
+async def cancel_schedule_runs(conn: Connection, schedule: str, states: tuple[RunState, ...] = CANCELLABLE) -> Pending:
+    """:func:`cancel_run` for each run of ``schedule`` (by name: a deleted one's too) in ``states``: what was
+    done, ``not_started`` runs cancelled (a running one whose worker is gone among them) and ``running`` ones
+    asked to stop."""
+    rows = await conn.fetch(sql("cli_cancel_schedule_runs"), schedule, [str(s) for s in states], CANCELLED_BY_CLI)
+    running = [row["id"] for row in rows if row["state"] == RunState.RUNNING]
+    # Running, but its worker is gone: nobody is left to stop it, so it is cancelled here and now.
+    dead = [run_id for run_id in running if await conn.fetchval(sql("cancel_dead_run"), run_id)]
+    return Pending(not_started=len(rows) - len(running) + len(dead), running=len(running) - len(dead))
 
 
 async def retry_run(conn: Connection, run_id: int) -> Run:

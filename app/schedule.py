@@ -98,7 +98,7 @@ class Schedule:
             ("jitter", self.jitter),
         ):
             if value < timedelta(0):
-                raise InvalidInput(f"invalid {label} {value}: must not be negative")
+                raise InvalidInput(f"invalid {label} {format_duration(value)}: must not be negative")
         if self.catchup_window > MAX_CATCHUP_WINDOW:
             raise InvalidInput(
                 f'invalid catchup_window {format_duration(self.catchup_window)} for schedule "{self.name}": must be'
@@ -108,7 +108,7 @@ class Schedule:
         for label, value in (("timeout", self.timeout), ("max_backoff", self.max_backoff)):
             if not timedelta(0) < value <= CONSUMER_TIMEOUT:
                 raise InvalidInput(
-                    f'invalid {label} {value} for schedule "{self.name}": must be above 0 and at most'
+                    f'invalid {label} {format_duration(value)} for schedule "{self.name}": must be above 0 and at most'
                     f" {format_duration(CONSUMER_TIMEOUT)}, RabbitMQ's consumer_timeout (raise it on the broker"
                     " first, see the README)"
                 )
@@ -120,7 +120,10 @@ class Schedule:
                 " default, less a margin); to go higher, raise consumer_timeout on the broker first (see the README)"
             )
         if self.min_backoff > self.max_backoff:
-            raise InvalidInput(f"min_backoff {self.min_backoff} is above max_backoff {self.max_backoff}")
+            raise InvalidInput(
+                f"min_backoff {format_duration(self.min_backoff)} is above max_backoff"
+                f" {format_duration(self.max_backoff)}"
+            )
         notify = tuple(parse_target(entry, allow_link_local=allow_link_local).entry for entry in self.notify)
         return replace(
             self, cron=cron, misfire=misfire, args=args, notify=notify, after=tuple(self.after), overlap=overlap

@@ -105,14 +105,13 @@ def sparkline(values: Sequence[float]) -> str:
 
 
 def seconds_text(seconds: float | None, *, approximate: bool = False) -> str:
-    """``1.5s`` under a minute (to a tenth), the compact duration form from there on (``2m5s``); ``-`` for None.
-    An ``approximate`` value is marked ``~`` (``~1.5s``)."""
+    """The compact duration form (``1s500ms``, ``2m5s``), to a tenth of a second under a minute and to the second
+    from there on; ``-`` for None. An ``approximate`` value is marked ``~`` (``~1s500ms``)."""
     if seconds is None:
         return "-"
     mark = "~" if approximate else ""
-    if seconds < 59.95:
-        return mark + f"{seconds:.1f}".removesuffix(".0") + "s"
-    return mark + format_duration(timedelta(seconds=round(seconds)))
+    precision = timedelta(milliseconds=100) if seconds < 59.95 else timedelta(seconds=1)
+    return mark + format_duration(timedelta(seconds=seconds), precision=precision)
 
 
 def percent_text(rate: float | None) -> str:

@@ -56,6 +56,8 @@ async def _session(settings: Settings, work: Callable[[Database], Awaitable[T]])
     try:
         migrated = await migrate(conn)
         return await work(Database(conn, url, migrated))
+    except BrokenPipeError:  # an OSError, but stdout's (`runs prune | head`), not the database connection's
+        raise
     except asyncpg.PostgresError as exc:  # the server answered, with an error
         raise PunchclockError(f"PostgreSQL at {shown} refused: {exc}") from None
     except DATABASE_ERRORS as exc:

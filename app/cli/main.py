@@ -1,7 +1,8 @@
 """``punchclock``: the command line. Parses, reads the settings once, dispatches, maps errors to exit codes.
 
 Exit codes: 0 ok; 2 bad input (a value rejected, a schedule or run not found, a usage error); 1 any other
-failure (settings that cannot work, PostgreSQL or RabbitMQ unreachable). Errors go to stderr as
+failure (settings that cannot work, PostgreSQL or RabbitMQ unreachable); 141 the reader of its output went away
+(``punchclock runs list | head``), quietly, as a process killed by SIGPIPE. Errors go to stderr as
 ``punchclock: error: <message>``, redacted (:func:`app.redaction.redact`, the settings' secrets registered as
 soon as they are read).
 """
@@ -24,6 +25,10 @@ from app.redaction import redact, register_settings
 from app.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+# 128 + SIGPIPE: what a shell reports for a writer whose reader went away (`yes | head`), so `set -o pipefail`
+# scripts see from punchclock what they see from any other command.
+EXIT_READER_GONE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     handler: Handler = args.handler
     try:
-        return handler(args, cli_settings())
+        code = handler(args, cli_settings())
+        sys.stdout.flush()  # here, where a reader gone away is caught, rather than at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except (InvalidInput, NotFound) as exc:
         return _fail(exc, 2)
     except PunchclockError as exc:
@@ -72,6 +81,18 @@ def cli_settings() -> Settings:
     if "PUNCHCLOCK_BROKER_URL" not in os.environ and dev_running(settings.data_dir):
         return replace(settings, broker_url=MEMORY_BROKER)
     return settings
+
+
+def _reader_gone() -> int:
+    """The reader of stdout closed it (``| head``): what it did not read is not wanted, and is no error. Python
+    would print a traceback, and flushing stdout at exit would fail again: point stdout at /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (a test's capture): nothing will flush it at exit
+        pass
+    return EXIT_READER_GONE
 
 
 def _fail(error: Exception, code: int) -> int:

@@ -1,8 +1,10 @@
 """What the CLI prints: aligned tables for people, ``--json`` with stable keys for scripts.
 
-Text shows instants in the schedule's own zone with its offset (``2026-03-08T03:00:00-04:00``), or in UTC as
-``…Z`` when there is no zone to show them in. JSON always carries ISO 8601 instants in UTC (``+00:00``) and
-durations in the compact form ``punchclock`` reads (``1h``, ``90s``), so its output can be fed back in.
+Instants (:mod:`app.instants`): text shows them in the schedule's own zone with its offset
+(``2026-03-08T03:00:00-04:00``), or in UTC as ``…Z`` when there is no zone to show them in; JSON always in UTC,
+``…Z``, to the millisecond. Durations: text writes them as ``punchclock`` reads them (``90s``, ``1h30m``:
+:func:`app.durations.format_duration`); JSON as numbers under keys that name the unit (``duration_seconds``,
+``retry_delay_ms``), so scripts do arithmetic on them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from zoneinfo import ZoneInfo
 from tabulate import tabulate
 
 from app.durations import format_duration
+from app.instants import format_instant
 from app.notify.targets import parse_target
 from app.redaction import redact
 from app.runs import Run
@@ -54,23 +57,54 @@ def local_time(moment: datetime | None, zone: ZoneInfo | None) -> str:
     """``moment`` in ``zone`` with its offset, to the second; in UTC (``Z``) when ``zone`` is None."""
     if moment is None:
         return NONE
-    if zone is None:
-        return utc_time(moment)
-    return moment.astimezone(zone).isoformat(timespec="seconds")
+    return format_instant(moment, zone or UTC)
 
 
 def utc_time(moment: datetime | None) -> str:
-    if moment is None:
-        return NONE
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return NONE if moment is None else format_instant(moment)
 
 
 def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
+    """An instant for JSON: UTC, ``Z``, to the millisecond."""
+    return None if moment is None else format_instant(moment, milliseconds=True)
+
+
+def iso_local(moment: datetime, zone: ZoneInfo) -> str:
+    """An instant for JSON in a schedule's zone (where a script asks for local times): its offset, to the
+    millisecond."""
+    return format_instant(moment, zone, milliseconds=True)
 
 
 def duration(value: timedelta | None) -> str | None:
     return None if value is None else format_duration(value)
+
+
+def seconds(value: timedelta | None) -> float | None:
+    """A duration for JSON, under a ``…_seconds`` key: seconds, to the millisecond."""
+    return None if value is None else round(value.total_seconds(), 3)
+
+
+# Dramatiq's options that hold a duration, in milliseconds (a run's options are its message's).
+_MS_OPTIONS = frozenset({"min_backoff", "max_backoff", "time_limit"})
+
+
+def options_text(options: dict[str, Any]) -> str:
+    """A run's message options for people: ``key=value`` by key, durations as ``10s``, unset ones left out."""
+    shown = []
+    for key, value in sorted(options.items()):
+        if value is None:
+            continue
+        if key in _MS_OPTIONS and isinstance(value, int) and not isinstance(value, bool):
+            text = format_duration(timedelta(milliseconds=value))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        shown.append(f"{key}={text}")
+    return ", ".join(shown)
+
+
+def options_json(options: dict[str, Any]) -> dict[str, Any]:
+    """A run's message options for scripts: Dramatiq's duration options under ``…_ms`` keys."""
+    return {f"{key}_ms" if key in _MS_OPTIONS else key: value for key, value in options.items()}
 
 
 def json_text(value: Any) -> str:
@@ -97,15 +131,15 @@ def schedule_json(stored: StoredSchedule) -> dict[str, Any]:
         "source": stored.source,
         "description": s.description,
         "misfire": str(s.misfire),
-        "catchup_window": duration(s.catchup_window),
+        "catchup_window_seconds": seconds(s.catchup_window),
         "overlap": s.overlap,
         "lock_key": s.lock_key,
         "max_retries": s.max_retries,
-        "min_backoff": duration(s.min_backoff),
-        "max_backoff": duration(s.max_backoff),
-        "timeout": duration(s.timeout),
+        "min_backoff_seconds": seconds(s.min_backoff),
+        "max_backoff_seconds": seconds(s.max_backoff),
+        "timeout_seconds": seconds(s.timeout),
         "retry_timeouts": s.retry_timeouts,
-        "jitter": duration(s.jitter),
+        "jitter_seconds": seconds(s.jitter),
         # webhook URLs are credentials; stored entries were judged when defined (link-local hosts included)
         "notify": [parse_target(entry, allow_link_local=True).masked for entry in s.notify],
         "notify_on_recovery": s.notify_on_recovery,
@@ -139,14 +173,14 @@ def run_json(run: Run) -> dict[str, Any]:
         "state": str(run.state),
         "attempts": run.attempts,
         "args": run.args,
-        "options": run.options,
+        "options": options_json(run.options),
         "scheduled_for": iso(run.scheduled_for),
         "created_at": iso(run.created_at),
         "enqueued_at": iso(run.enqueued_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
-        "duration": duration(run_duration(run)),
-        "start_delay": duration(start_delay(run)),
+        "duration_seconds": seconds(run_duration(run)),
+        "start_delay_seconds": seconds(start_delay(run)),
         "error": run.error,
         "output": run.output,
         "trace_id": run.trace_id,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from app import retention
-from app.cli import output
+from app.cli import confirm, output
 from app.cli.arguments import option
 from app.cli.database import Database, run_with_database
 from app.cli.trigger import record_and_publish, report
@@ -25,17 +25,25 @@ from app.cron import validate_timezone
 from app.durations import format_duration, parse_duration
 from app.errors import InvalidInput, NotFound
 from app.runs import (
+    CANCELLABLE,
+    Pending,
     Run,
     RunAttempt,
     RunNotification,
     RunState,
+    RunStep,
     cancel_run,
+    cancel_schedule_runs,
+    cancellable_states,
+    count_pending,
     get_run,
     list_attempts,
     list_notifications,
     list_runs,
+    list_steps,
     parse_state,
     retry_run,
+    schedule_known,
 )
 from app.schedule_store import get_schedule
 from app.settings import Settings
@@ -69,8 +77,21 @@ def register(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=show_command)
 
-    cancel = commands.add_parser("cancel", help="stop a run: one not started never starts, a running one is stopped")
-    cancel.add_argument("run_id", type=int, metavar="RUN_ID")
+    cancel = commands.add_parser(
+        "cancel",
+        help="stop a run, or a schedule's pending runs (--schedule): one not started never starts, a running one"
+        " is stopped",
+    )
+    cancel.add_argument("run_id", type=int, nargs="?", metavar="RUN_ID", help="the run to cancel (or --schedule)")
+    cancel.add_argument("--schedule", metavar="NAME", help="every pending run of this schedule (a deleted one's too)")
+    cancel.add_argument(
+        "--state",
+        action="extend",
+        nargs="+",
+        metavar="STATE",
+        help=f"with --schedule: only runs in these states (default all of {', '.join(CANCELLABLE)})",
+    )
+    cancel.add_argument("--yes", action="store_true", help="with --schedule: cancel without asking")
     cancel.set_defaults(handler=cancel_command)
 
     retry = commands.add_parser("retry", help="a new manual run with the same schedule, actor, args and options")
@@ -165,16 +186,18 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
 class RunDetail:
     run: Run
     attempts: list[RunAttempt]
+    steps: list[RunStep]
     notifications: list[RunNotification]
     zone: ZoneInfo | None
 
 
 async def fetch_detail(conn: asyncpg.Connection[Any], run_id: int) -> RunDetail:
-    """What ``runs show`` reads: the run, its attempts and notifications, its schedule's zone."""
+    """What ``runs show`` reads: the run, its attempts, steps and notifications, its schedule's zone."""
     run = await get_run(conn, run_id)
     return RunDetail(
         run,
         await list_attempts(conn, run.id),
+        await list_steps(conn, run.id),
         await list_notifications(conn, run.id),
         _zone(run, await _zones(conn, [run])),
     )
@@ -193,6 +216,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             {
                 **output.run_json(run),
                 "attempt_history": [_attempt_json(a) for a in detail.attempts],
+                "steps": [_step_json(step) for step in detail.steps],
                 "notifications": [_notification_json(n) for n in detail.notifications],
                 "trace_url": jaeger_link(settings, run.trace_id) if run.trace_id else None,
             }
@@ -207,7 +231,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("state", run.state),
             ("attempts", run.attempts),
             ("args", output.json_text(run.args)),
-            ("options", output.json_text(run.options)),
+            ("options", output.options_text(run.options)),
             ("scheduled for", output.local_time(run.scheduled_for, zone)),
             ("created", output.local_time(run.created_at, zone)),
             ("enqueued", output.local_time(run.enqueued_at, zone)),
@@ -217,7 +241,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
             ("duration", output.duration(output.run_duration(run))),
             ("blocked by", None if run.blocked_by is None else f"run {run.blocked_by}"),
             ("next attempt", output.local_time(run.next_attempt_at, zone)),
-            ("cancel", "requested" if run.cancel_requested and run.state is RunState.RUNNING else None),
+            *_cancel_field(run),
             ("trace id", run.trace_id),
             ("trace", jaeger_link(settings, run.trace_id) if run.trace_id else None),
             (
@@ -240,7 +264,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
                     a.attempt,
                     a.state,
                     output.local_time(a.started_at, zone),
-                    output.duration(None if a.finished_at is None else a.finished_at - a.started_at) or output.NONE,
+                    output.duration(a.duration) or output.NONE,
                     output.one_line(a.error, 40),
                     output.duration(None if a.retry_delay_ms is None else timedelta(milliseconds=a.retry_delay_ms))
                     or output.NONE,
@@ -248,6 +272,23 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
                 for a in detail.attempts
             ),
             ("#", "STATE", "STARTED", "DURATION", "ERROR", "RETRY DELAY"),
+        )
+    if detail.steps:
+        print()
+        print("Steps")
+        output.print_table(
+            (
+                (
+                    step.attempt,
+                    step.name,
+                    step.status,
+                    output.duration(step.duration),
+                    f"{step.input_tokens} in, {step.output_tokens} out",
+                    output.one_line(step.error, 40),
+                )
+                for step in detail.steps
+            ),
+            ("ATTEMPT", "STEP", "STATUS", "DURATION", "TOKENS", "ERROR"),
         )
     if detail.notifications:
         print()
@@ -259,13 +300,36 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cancel_field(run: Run) -> list[tuple[str, str]]:
+    """A cancel asked of a running run that has not stopped yet; nothing otherwise (a cancelled run's state and
+    error say it all)."""
+    if run.cancel_requested and run.state is RunState.RUNNING:
+        return [("cancel", "requested: its worker stops it within a heartbeat")]
+    return []
+
+
+def _step_json(step: RunStep) -> dict[str, Any]:
+    return {
+        "attempt": step.attempt,
+        "seq": step.seq,
+        "name": step.name,
+        "status": step.status,
+        "started_at": output.iso(step.started_at),
+        "finished_at": output.iso(step.finished_at),
+        "duration_seconds": output.seconds(step.duration),
+        "input_tokens": step.input_tokens,
+        "output_tokens": step.output_tokens,
+        "error": step.error,
+    }
+
+
 def _attempt_json(attempt: RunAttempt) -> dict[str, Any]:
     return {
         "attempt": attempt.attempt,
         "state": attempt.state,
         "started_at": output.iso(attempt.started_at),
         "finished_at": output.iso(attempt.finished_at),
-        "duration_seconds": attempt.duration_seconds,
+        "duration_seconds": output.seconds(attempt.duration),
         "error": attempt.error,
         "retry_delay_ms": attempt.retry_delay_ms,
     }
@@ -287,6 +351,14 @@ def _notification_json(notification: RunNotification) -> dict[str, Any]:
 
 
 def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.schedule is not None:
+        if args.run_id is not None:
+            raise InvalidInput(f"pass RUN_ID {args.run_id} or --schedule {args.schedule}, not both")
+        return _cancel_schedule_runs(args, settings)
+    if args.run_id is None:
+        raise InvalidInput("pass the RUN_ID of the run to cancel, or --schedule NAME to cancel its pending runs")
+    if args.state or args.yes:
+        raise InvalidInput(f"--state and --yes go with --schedule NAME, not with RUN_ID {args.run_id}")
     known_run_id(args.run_id)
 
     async def cancel(db: Database) -> Run:
@@ -299,6 +371,69 @@ def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"cancelled {label}: it will not start")
     return 0
+
+
+def _cancel_schedule_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """Count, confirm (``--yes``, or a yes on the terminal), cancel: two sessions, so no transaction stays open
+    while a person reads the question; runs that started or ended meanwhile are counted as they are by then."""
+    name, states = args.schedule, cancellable_states(args.state)
+    if not args.yes and not confirm.interactive():
+        # refused before anything is read: a script without --yes is a mistake whatever the count
+        raise InvalidInput(
+            f"runs cancel --schedule {name} cancels runs in bulk: pass --yes to confirm (stdin is not a terminal to"
+            " ask on)"
+        )
+
+    async def count(db: Database) -> Pending:
+        pending = await count_pending(db.conn, name, states)
+        if not pending.total and not await schedule_known(db.conn, name):
+            raise NotFound(f'no schedule named "{name}" and no runs of one: see punchclock schedules list')
+        return pending
+
+    pending = run_with_database(settings, count)
+    what = f'"{name}" ({", ".join(states)})'
+    if not pending.total:
+        print(f"no runs of {what} to cancel")
+        return 0
+    if not args.yes and not confirm.ask(f"cancel {pending_text(pending)} of {what}?"):
+        print("nothing cancelled")
+        return 0
+
+    async def cancel(db: Database) -> Pending:
+        return await cancel_schedule_runs(db.conn, name, states)
+
+    done = run_with_database(settings, cancel)
+    logger.info(
+        "runs of a schedule cancelled",
+        extra={"action": "runs_cancelled", "schedule": name, "cancelled": done.not_started, "stopping": done.running},
+    )
+    print(cancelled_text(done, name))
+    return 0
+
+
+def pending_text(pending: Pending) -> str:
+    """``289 runs not started yet and 1 running``."""
+    parts = [f"{_runs(pending.not_started)} not started yet"] if pending.not_started else []
+    if pending.running:
+        parts.append(f"{pending.running:,} running" if parts else f"{_runs(pending.running)} running")
+    return " and ".join(parts)
+
+
+def cancelled_text(done: Pending, name: str) -> str:
+    """What a bulk cancel did, in a line."""
+    text = f'cancelled {_runs(done.not_started)} of "{name}"'
+    if done.running == 1:
+        text += "; asked 1 running run to stop: its worker stops it and marks it cancelled within a heartbeat"
+    elif done.running:
+        text += (
+            f"; asked {done.running:,} running runs to stop: their workers stop them and mark them cancelled within"
+            " a heartbeat"
+        )
+    return text
+
+
+def _runs(count: int) -> str:
+    return f"{count:,} run" + ("" if count == 1 else "s")
 
 
 def retry_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -348,7 +483,8 @@ def prune_command(args: argparse.Namespace, settings: Settings) -> int:
         "runs past the retention pruned",
         extra={"action": "runs_pruned", "runs": done.deleted, "before": cutoff.isoformat(), "by": "cli"},
     )
-    print(f"pruned {done.deleted:,} runs {before} in {done.seconds:.1f}s ({done.rate:,.0f} runs/s)")
+    took = format_duration(timedelta(seconds=done.seconds))
+    print(f"pruned {done.deleted:,} runs {before} in {took} ({done.rate:,.0f} runs/s)")
     return 0
 
 

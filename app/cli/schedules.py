@@ -10,10 +10,11 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from app.cli import backfill, output, trigger
+from app.cli import backfill, confirm, output, trigger
 from app.cli.arguments import instant, json_object, option
 from app.cli.database import Database, run_with_database
 from app.cli.deployment import code_schedules, registered_actors
+from app.cli.runs import cancelled_text, pending_text
 from app.consumer_timeout import MAX_DELAY
 from app.cron import next_fires, validate_timezone
 from app.durations import format_duration, parse_duration
@@ -21,7 +22,7 @@ from app.errors import InvalidInput
 from app.misfire import parse_misfire
 from app.notify.targets import parse_target
 from app.overlap import MAX_TEMPLATE_LENGTH
-from app.runs import Run, list_runs
+from app.runs import Pending, Run, cancel_schedule_runs, count_pending, list_runs
 from app.schedule import MAX_RETRIES, Schedule
 from app.schedule_store import (
     StoredSchedule,
@@ -110,10 +111,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("name", metavar="NAME")
-        command.set_defaults(handler=pause_command, paused=paused)
+        if paused:
+            _cancel_pending_flag(command)
+        command.set_defaults(handler=pause_command, paused=paused, cancel_pending=False)
 
     delete = commands.add_parser("delete", help="delete a schedule; its runs keep their history")
     delete.add_argument("name", metavar="NAME")
+    _cancel_pending_flag(delete)
     delete.set_defaults(handler=delete_command)
 
     sync = commands.add_parser("sync", help="sync the schedules declared in code (schedules.py) now")
@@ -121,6 +125,14 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     trigger.register(commands.add_parser("trigger", help="run a schedule now (a manual run)"))
     backfill.register(commands.add_parser("backfill", help="one run per cron instant of a range (e.g. the past)"))
+
+
+def _cancel_pending_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cancel-pending",
+        action="store_true",
+        help="also cancel its runs not over yet (without it: asked on a terminal, else they still run)",
+    )
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -316,8 +328,8 @@ def next_command(args: argparse.Namespace, settings: Settings) -> int:
                 "schedule": s.name,
                 "cron": s.cron,
                 "timezone": s.timezone,
-                "after": after.astimezone(zone).isoformat(),
-                "fires": [{"local": t.astimezone(zone).isoformat(), "utc": output.iso(t)} for t in fires],
+                "after": output.iso_local(after, zone),
+                "fires": [{"local": output.iso_local(t, zone), "utc": output.iso(t)} for t in fires],
             }
         )
         return 0
@@ -334,7 +346,7 @@ def _print_fires(fires: list[datetime], timezone: str) -> None:
             (number, output.local_time(t, zone), t.astimezone(zone).tzname(), output.utc_time(t))
             for number, t in enumerate(fires, start=1)
         ),
-        ("#", timezone, "", "UTC"),
+        ("#", timezone, "ABBREVIATION", "UTC"),
     )
 
 
@@ -342,24 +354,57 @@ def _print_fires(fires: list[datetime], timezone: str) -> None:
 
 
 def pause_command(args: argparse.Namespace, settings: Settings) -> int:
-    async def change(db: Database) -> StoredSchedule:
-        return await set_paused(db.conn, args.name, args.paused, now=await db.now())
+    pending, cancel = _pending(args, settings) if args.paused else (Pending(), False)
 
-    stored = run_with_database(settings, change)
+    async def change(db: Database) -> tuple[StoredSchedule, Pending | None]:
+        async with db.conn.transaction():
+            stored = await set_paused(db.conn, args.name, args.paused, now=await db.now())
+            return stored, await cancel_schedule_runs(db.conn, args.name) if cancel else None
+
+    stored, cancelled = run_with_database(settings, change)
     if args.paused:
         print(f'paused schedule "{args.name}" (resume with punchclock schedules resume {args.name})')
+        _report_pending(args.name, pending, cancelled, "pausing stops new runs only")
     else:
         print(f'resumed schedule "{args.name}": next fire {_both(stored)}')
     return 0
 
 
 def delete_command(args: argparse.Namespace, settings: Settings) -> int:
-    async def delete(db: Database) -> None:
-        await delete_schedule(db.conn, args.name)
+    pending, cancel = _pending(args, settings)
 
-    run_with_database(settings, delete)
+    async def delete(db: Database) -> Pending | None:
+        async with db.conn.transaction():
+            await delete_schedule(db.conn, args.name)
+            return await cancel_schedule_runs(db.conn, args.name) if cancel else None
+
+    cancelled = run_with_database(settings, delete)
     print(f'deleted schedule "{args.name}"; its runs keep their history (punchclock runs list --schedule {args.name})')
+    _report_pending(args.name, pending, cancelled, "deleting a schedule stops new runs only")
     return 0
+
+
+def _pending(args: argparse.Namespace, settings: Settings) -> tuple[Pending, bool]:
+    """The schedule's runs not over yet, and whether to cancel them: ``--cancel-pending``, else the answer of a
+    person on the terminal; never asked of a script (its pending runs still run, and it is told so)."""
+
+    async def count(db: Database) -> Pending:
+        await get_schedule(db.conn, args.name)  # no such schedule: say so before asking anything
+        return await count_pending(db.conn, args.name)
+
+    pending = run_with_database(settings, count)
+    if args.cancel_pending or not pending.total or not confirm.interactive():
+        return pending, args.cancel_pending
+    return pending, confirm.ask(f'schedule "{args.name}" has {pending_text(pending)}: cancel them?')
+
+
+def _report_pending(name: str, pending: Pending, cancelled: Pending | None, why: str) -> None:
+    if cancelled is not None:
+        print(cancelled_text(cancelled, name))
+    elif pending.total:
+        print(
+            f"its {pending_text(pending)} still run ({why}); cancel them with punchclock runs cancel --schedule {name}"
+        )
 
 
 def sync_command(args: argparse.Namespace, settings: Settings) -> int:

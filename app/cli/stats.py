@@ -63,7 +63,7 @@ def stats_command(args: argparse.Namespace, settings: Settings) -> int:
 
     stats = run_with_database(settings, fetch)
     if args.json:
-        shown = {"since": format_duration(since), "schedules": [stats_json(s) for s in stats]}
+        shown = {"since_seconds": output.seconds(since), "schedules": [stats_json(s) for s in stats]}
         output.print_json(shown if args.schedule is None else {"schedule": args.schedule, **shown})
         return 0
     if not stats:

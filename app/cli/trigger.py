@@ -10,8 +10,9 @@ ticker publishes it. ``backfill`` and ``runs retry`` record and publish their ru
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dramatiq.errors import BrokerError
 
@@ -22,7 +23,7 @@ from app.cli.database import Database, run_with_database
 from app.clock import publish_unpublished
 from app.db.pool import create_pool
 from app.db.queries import sql
-from app.errors import PunchclockError
+from app.errors import InvalidInput, PunchclockError
 from app.publisher import Publisher
 from app.runs import Run, RunState, get_runs
 from app.schedule_store import get_schedule
@@ -44,7 +45,14 @@ class Recorded:
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME")
-    parser.add_argument("--args", metavar="JSON", help="keyword arguments for this run (default: the schedule's)")
+    parser.add_argument(
+        "--args",
+        metavar="JSON",
+        help="keyword arguments for this run, merged over the schedule's: a key given here wins, the others stay",
+    )
+    parser.add_argument(
+        "--replace-args", action="store_true", help="run with --args alone, without the schedule's other args"
+    )
     parser.add_argument(
         "--force", action="store_true", help="run even if a run of the schedule holds its lock (overlap allow)"
     )
@@ -52,6 +60,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.replace_args and args.args is None:
+        raise InvalidInput("--replace-args needs --args JSON: the arguments to run with instead of the schedule's")
     override = None if args.args is None else json_object("--args", args.args)
 
     async def record(db: Database) -> list[int]:
@@ -65,7 +75,7 @@ def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
             stored.id,
             schedule.name,
             schedule.actor,
-            dict(schedule.args) if override is None else override,
+            run_args(schedule.args, override, replace=args.replace_args),
             options,
         )
         return [run_id]
@@ -80,6 +90,14 @@ def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
         done=f'run {run.id} of "{args.name}" {run.state} ({kind}, {run.actor})',
     )
     return 0
+
+
+def run_args(schedule_args: Mapping[str, Any], given: dict[str, Any] | None, *, replace: bool) -> dict[str, Any]:
+    """A manual run's keyword arguments: the schedule's with ``given`` merged over them, key by key at the top
+    level (what one changes by hand is usually one argument); only ``given`` with ``replace``."""
+    if given is None:
+        return dict(schedule_args)
+    return dict(given) if replace else {**schedule_args, **given}
 
 
 def record_and_publish(

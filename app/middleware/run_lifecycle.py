@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ import dramatiq
 from dramatiq.middleware import SkipMessage, TimeLimitExceeded
 
 from app.db.outage import is_outage, wait_out
+from app.durations import format_duration
 from app.followups import CreateNotifications, follow_up
 from app.jsonb import jsonb_problem
 from app.middleware.database import DatabasePool
@@ -48,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 # A backfill run that finds its lease held waits this long and tries again, rather than being skipped.
 BACKFILL_WAIT_MS = 1_000
+# The message option a backfill run's re-sent message carries while it waits for its lease: when it started
+# waiting (epoch ms). Its wait is logged twice, when it starts and when it ends, not once per try: hundreds of
+# backfill runs waiting would otherwise log hundreds of lines a second.
+WAITING_SINCE = "lease_waiting_since"
 # A duplicate comes back this long after the live attempt's heartbeat would have expired, so that a takeover
 # (its worker died) happens as soon as it may; never later than RabbitMQ's consumer_timeout allows.
 DEFER_MARGIN_MS = 500
@@ -126,6 +132,12 @@ class RunLifecycle(dramatiq.Middleware):
             assert started.attempt is not None
             message.options["attempt"] = started.attempt
             self.heartbeat.track(run_id, started.attempt)
+            waiting_since = message.options.pop(WAITING_SINCE, None)
+            if waiting_since is not None:
+                logger.info(
+                    "run got its lease after waiting",
+                    extra={"action": "run_lease_acquired", **context, "waited_ms": _now_ms() - waiting_since},
+                )
             if started.outcome == "took_over":
                 logger.warning(
                     "the previous attempt's worker stopped heartbeating: attempt lost, run taken over",
@@ -140,7 +152,21 @@ class RunLifecycle(dramatiq.Middleware):
                 broker, message, delay, f"run_duplicate_{started.outcome}", {**context, "live": started.attempt}
             )
         elif started.outcome == "wait":
-            self._defer(broker, message, BACKFILL_WAIT_MS, "run_waiting_lock", context)
+            first = WAITING_SINCE not in message.options
+            if first:
+                logger.info(
+                    "run waiting for its lease or an earlier instant of its backfill",
+                    extra={"action": "run_waiting_lock", **context},
+                )
+            self._defer(
+                broker,
+                message,
+                BACKFILL_WAIT_MS,
+                "run_waiting_lock_retry",
+                context,
+                options={WAITING_SINCE: _now_ms() if first else message.options[WAITING_SINCE]},
+                level=logging.DEBUG,
+            )
         elif started.outcome == "over":
             logger.info(
                 "run already over or unknown: message dropped", extra={"action": "run_redelivery_ignored", **context}
@@ -158,20 +184,23 @@ class RunLifecycle(dramatiq.Middleware):
         delay_ms: int,
         action: str,
         context: dict[str, Any],
+        *,
+        options: dict[str, Any] | None = None,
+        level: int = logging.INFO,
     ) -> None:
-        """Send ``message`` again in ``delay_ms`` (this delivery is then acknowledged and dropped). If the broker
-        refuses, this delivery's acknowledgement cannot reach it either, so the broker redelivers it; and a run
-        left ``enqueued`` with no message is re-published by the sweep."""
+        """Send ``message`` again in ``delay_ms``, with ``options`` added (this delivery is then acknowledged and
+        dropped). If the broker refuses, this delivery's acknowledgement cannot reach it either, so the broker
+        redelivers it; and a run left ``enqueued`` with no message is re-published by the sweep."""
         delay_ms = max(1, min(delay_ms, MAX_RETRY_DELAY_MS))
         try:
-            broker.enqueue(message.copy(), delay=delay_ms)
+            broker.enqueue(message.copy(options=options or {}), delay=delay_ms)
         except Exception as exc:
             logger.error(
                 "could not defer a message: the broker or the sweep sends it again",
                 extra={"action": "run_defer_failed", **context, "error": str(exc)},
             )
             return
-        logger.info("message deferred", extra={"action": action, **context, "delay_ms": delay_ms})
+        logger.log(level, "message deferred", extra={"action": action, **context, "delay_ms": delay_ms})
 
     def _fail_unstartable(self, run_id: Any, reason: str) -> None:
         """Record why a message could not start its run (a run not running yet fails with that reason); the
@@ -263,6 +292,10 @@ class RunLifecycle(dramatiq.Middleware):
             )
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _attempt_end(
     message: dramatiq.MessageProxy, result: Any, exception: BaseException | None
 ) -> tuple[RunState, Any, str | None]:
@@ -283,7 +316,11 @@ def _attempt_end(
         return RunState.RETRYING, None, error
     if isinstance(exception, TimeLimitExceeded):
         limit = message.options.get("time_limit")
-        return RunState.TIMED_OUT, None, f"timed out after {limit / 1000:g}s" if limit else error
+        return (
+            RunState.TIMED_OUT,
+            None,
+            f"timed out after {format_duration(timedelta(milliseconds=limit))}" if limit else error,
+        )
     return RunState.FAILED, None, error
 
 

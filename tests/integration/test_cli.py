@@ -125,11 +125,11 @@ async def test_add_list_show(punchclock_env: dict[str, str], pool: Pool, capsys:
     assert await cli("schedules", "list", "--json") == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["name"] == "nightly"
-    assert listed["catchup_window"] == "2h"
-    assert listed["timeout"] == "25m"
+    assert listed["catchup_window_seconds"] == 7200
+    assert listed["timeout_seconds"] == 1500
     assert listed["status"] == "active"
     assert listed["last_state"] is None
-    assert listed["next_fire_at"].endswith("+00:00")
+    assert listed["next_fire_at"].endswith(":00.000Z")
 
     assert await cli("schedules", "show", "nightly") == 0
     out = capsys.readouterr().out
@@ -159,6 +159,7 @@ async def test_next_over_spring_forward(punchclock_env: dict[str, str], capsys: 
     assert await cli("schedules", "next", "nightly", "-n", "2", "--after", "2026-03-07T12:00") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ('next 2 fires of "nightly" (30 2 * * *, America/New_York) after 2026-03-07T12:00:00-05:00')
+    assert lines[1].split() == ["#", "America/New_York", "ABBREVIATION", "UTC"]  # every column labelled
     assert lines[3].split() == ["1", "2026-03-08T03:00:00-04:00", "EDT", "2026-03-08T07:00:00Z"]
     assert lines[4].split() == ["2", "2026-03-09T02:30:00-04:00", "EDT", "2026-03-09T06:30:00Z"]
     assert len(lines) == 5
@@ -169,10 +170,10 @@ async def test_next_over_spring_forward(punchclock_env: dict[str, str], capsys: 
         "schedule": "nightly",
         "cron": "30 2 * * *",
         "timezone": "America/New_York",
-        "after": "2026-03-08T01:59:59-05:00",
+        "after": "2026-03-08T01:59:59.000-05:00",
         "fires": [
-            {"local": "2026-03-08T03:00:00-04:00", "utc": "2026-03-08T07:00:00+00:00"},
-            {"local": "2026-03-09T02:30:00-04:00", "utc": "2026-03-09T06:30:00+00:00"},
+            {"local": "2026-03-08T03:00:00.000-04:00", "utc": "2026-03-08T07:00:00.000Z"},
+            {"local": "2026-03-09T02:30:00.000-04:00", "utc": "2026-03-09T06:30:00.000Z"},
         ],
     }
 
@@ -214,10 +215,10 @@ HOW_LOCK_KEY = 'write plain {name} fields naming keyword arguments, like "reinde
         (["--max-backoff", "5 min"], '--max-backoff: invalid duration "5 min": use a number with a unit'),
         (["--timeout", "1.5h"], '--timeout: invalid duration "1.5h": use a number with a unit'),
         (["--jitter", "10x"], '--jitter: invalid duration "10x": use a number with a unit'),
-        (["--timeout", "0s"], 'invalid timeout 0:00:00 for schedule "bad": must be above 0 and at most 30m'),
-        (["--timeout", "31m"], 'invalid timeout 0:31:00 for schedule "bad": must be above 0 and at most 30m'),
-        (["--max-backoff", "1h"], 'invalid max_backoff 1:00:00 for schedule "bad": must be above 0 and at most 30m'),
-        (["--min-backoff", "2m", "--max-backoff", "1m"], "min_backoff 0:02:00 is above max_backoff 0:01:00"),
+        (["--timeout", "0s"], 'invalid timeout 0s for schedule "bad": must be above 0 and at most 30m'),
+        (["--timeout", "31m"], 'invalid timeout 31m for schedule "bad": must be above 0 and at most 30m'),
+        (["--max-backoff", "1h"], 'invalid max_backoff 1h for schedule "bad": must be above 0 and at most 30m'),
+        (["--min-backoff", "2m", "--max-backoff", "1m"], "min_backoff 2m is above max_backoff 1m"),
         (["--cron", ""], 'schedule "bad" needs a cron expression (or upstream schedules in after)'),
         # what PostgreSQL's jsonb refuses and Python's json reads
         (["--args", '{"seconds": NaN}'], f"invalid --args '{{\"seconds\": NaN}}': NaN at args.seconds: {NO_NAN}"),
@@ -365,11 +366,11 @@ async def test_add_worker_side_options_round_trip(
         "overlap": "queue",
         "lock_key": "reindex:{kb}",
         "max_retries": 5,
-        "min_backoff": "2s",
-        "max_backoff": "1m30s",
-        "timeout": "30m",
+        "min_backoff_seconds": 2,
+        "max_backoff_seconds": 90,
+        "timeout_seconds": 1800,
         "retry_timeouts": True,
-        "jitter": "45s",
+        "jitter_seconds": 45,
         # the webhook's path is its secret: shown masked
         "notify": ["webhook:https://hooks.example.com/***", "mailto:ops@example.com"],
         "notify_on_recovery": True,
@@ -574,6 +575,26 @@ async def test_trigger_publishes_a_manual_run(
     assert await pool.fetchval("SELECT count(*) FROM runs") == 2
 
 
+async def test_trigger_args_merge_over_the_schedules_unless_replaced(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly("--args", '{"seconds": 1, "output": "schedule"}')
+    await asyncio.to_thread(purge_queue, QUEUE)
+    assert await cli("schedules", "trigger", "nightly", "--replace-args") == 2
+    assert capsys.readouterr().err == (
+        "punchclock: error: --replace-args needs --args JSON: the arguments to run with instead of the schedule's\n"
+    )
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+
+    assert await cli("schedules", "trigger", "nightly", "--args", '{"output": "cli"}') == 0
+    assert await cli("schedules", "trigger", "nightly", "--args", '{"output": "cli"}', "--replace-args") == 0
+    assert [r["args"] for r in await pool.fetch("SELECT args FROM runs ORDER BY id")] == [
+        {"seconds": 1, "output": "cli"},
+        {"output": "cli"},
+    ]
+    await asyncio.to_thread(purge_queue, QUEUE)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -691,11 +712,11 @@ async def test_runs_list_and_show(
         "trigger": "cron",
         "state": "failed",
         "attempts": 2,
-        "scheduled_for": "2026-03-08T07:00:00+00:00",
-        "started_at": "2026-03-08T07:00:01+00:00",
-        "finished_at": "2026-03-08T07:01:31+00:00",
-        "duration": "1m30s",
-        "start_delay": "1s",
+        "scheduled_for": "2026-03-08T07:00:00.000Z",
+        "started_at": "2026-03-08T07:00:01.000Z",
+        "finished_at": "2026-03-08T07:01:31.000Z",
+        "duration_seconds": 90.0,
+        "start_delay_seconds": 1.0,
         "error": "boom: it broke",
         "output": {"partial": True},
     }
@@ -728,6 +749,30 @@ async def test_console_script_exit_codes(punchclock_env: dict[str, str]) -> None
     assert out == ""
     assert err.startswith("punchclock: error: cannot connect to PostgreSQL at postgresql://punchclock@127.0.0.1:1/")
     assert "check PUNCHCLOCK_DATABASE_URL" in err
+
+
+async def test_output_cut_short_by_its_reader_is_no_error(punchclock_env: dict[str, str], pool: Pool) -> None:
+    """``punchclock runs show N | head -1``: head leaves after one line, and the rest of the output (a megabyte,
+    more than a pipe holds) has no reader. No traceback; the exit code a shell gives a writer killed by SIGPIPE."""
+    await add_nightly()
+    run_id = await pool.fetchval(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state, finished_at, output)"
+        " SELECT id, name, actor, now(), 'cron', 'succeeded', now(), jsonb_build_object('text', repeat('x', 1000000))"
+        " FROM schedules RETURNING id"
+    )
+    for command in (f"runs show {run_id}", f"runs show {run_id} --json", "runs list --json"):
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{PUNCHCLOCK} {command} | head -1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert (stderr.decode(), process.returncode) == ("", 141), command
+        assert stdout.decode().count("\n") == 1, command
 
 
 async def test_trigger_with_rabbitmq_down_keeps_the_run(punchclock_env: dict[str, str], pool: Pool) -> None:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +59,7 @@ async def test_backfill_makes_one_run_per_instant_in_order(
     ids = [row["id"] for row in rows]
     assert capsys.readouterr().out == (
         f'6 backfill runs of "hourly" (probe, ids {ids[0]} to {ids[-1]}) enqueued:'
-        " first 2026-03-01T00:00:00+00:00, last 2026-03-01T05:00:00+00:00\n"
+        " first 2026-03-01T00:00:00Z, last 2026-03-01T05:00:00Z\n"
     )
     hours = [datetime(2026, 3, 1, hour, tzinfo=UTC) for hour in range(6)]
     assert [row["scheduled_for"] for row in rows] == hours
@@ -95,7 +97,7 @@ async def test_backfill_over_1000_instants_needs_yes(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        'punchclock: error: backfill of "hourly" from 2026-01-01T00:00:00+00:00 to 2026-02-12T16:00:00+00:00 would'
+        'punchclock: error: backfill of "hourly" from 2026-01-01T00:00:00Z to 2026-02-12T16:00:00Z would'
         " make 1,025 runs, more than 1,000: pass --yes to make them all, or narrow --from/--to\n"
     )
     assert await run_count(pool) == 0
@@ -113,8 +115,8 @@ async def test_backfill_over_1000_instants_needs_yes(
     [
         (
             ("2026-03-01T00:10Z", "2026-03-01T00:50Z"),
-            'schedule "hourly" ("0 * * * *", UTC) has no instant from 2026-03-01T00:10:00+00:00 to'
-            " 2026-03-01T00:50:00+00:00: nothing to backfill; widen --from/--to",
+            'schedule "hourly" ("0 * * * *", UTC) has no instant from 2026-03-01T00:10:00Z to'
+            " 2026-03-01T00:50:00Z: nothing to backfill; widen --from/--to",
         ),
         (("2026-03-02T00:00", "2026-03-01T00:00"), "--from 2026-03-02T00:00 is after --to 2026-03-01T00:00: swap them"),
         (("yesterday", "2026-03-01T00:00"), "invalid --from 'yesterday': use ISO 8601"),
@@ -174,6 +176,142 @@ async def test_cancel_a_run_not_started(
     assert capsys.readouterr().err == (
         f"punchclock: error: run {queued} is already cancelled: there is nothing to cancel\n"
     )
+    assert await cli("runs", "show", str(queued)) == 0
+    out = capsys.readouterr().out
+    assert "state:          cancelled\n" in out
+    assert "cancel:" not in out  # no "cancel: -" next to a run that was cancelled
+
+
+class Terminal(io.StringIO):
+    """stdin as a person at a terminal answers: ``answers``, one a line."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Script(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+async def states_by_id(pool: Pool) -> dict[int, str]:
+    return {row["id"]: row["state"] for row in await pool.fetch("SELECT id, state FROM runs")}
+
+
+async def test_cancel_the_pending_runs_of_a_schedule(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_hourly()
+    assert await cli("schedules", "add", "other", "--actor", "probe", "--cron", "0 * * * *") == 0
+    scheduled = [await insert_run(pool, "scheduled") for _ in range(2)]
+    enqueued = await insert_run(pool, "enqueued")
+    retrying = await insert_run(pool, "retrying", next_attempt_at=datetime.now(UTC) + timedelta(minutes=1))
+    running = await insert_run(
+        pool, "running", attempts=1, started_at=datetime.now(UTC), alive_until=datetime.now(UTC) + timedelta(hours=1)
+    )
+    done = await insert_run(pool, "succeeded", finished_at=datetime.now(UTC))
+    other = await pool.fetchval(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
+        " SELECT id, name, actor, now(), 'cron', 'scheduled' FROM schedules WHERE name = 'other' RETURNING id"
+    )
+    before = await states_by_id(pool)
+    capsys.readouterr()
+
+    # bad input, or a script without --yes: exit 2, nothing cancelled
+    monkeypatch.setattr("sys.stdin", Script(""))
+    for argv, error in (
+        (["--schedule", "hourly"], "runs cancel --schedule hourly cancels runs in bulk: pass --yes to confirm"),
+        (["--schedule", "hourly", "--yes", "--state", "succeeded"], "invalid --state succeeded: a succeeded run"),
+        (["--schedule", "hourly", "--yes", "--state", "bogus"], 'unknown run state "bogus"'),
+        (["--schedule", "nobody", "--yes"], 'no schedule named "nobody" and no runs of one'),
+        ([str(running), "--schedule", "hourly"], f"pass RUN_ID {running} or --schedule hourly, not both"),
+        ([], "pass the RUN_ID of the run to cancel, or --schedule NAME"),
+        ([str(running), "--yes"], f"--state and --yes go with --schedule NAME, not with RUN_ID {running}"),
+    ):
+        assert await cli("runs", "cancel", *argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"punchclock: error: {error}"), (argv, captured.err)
+        assert captured.out == ""
+    assert await states_by_id(pool) == before
+
+    # a person says no
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    assert await cli("runs", "cancel", "--schedule", "hourly") == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        'cancel 4 runs not started yet and 1 running of "hourly" (scheduled, enqueued, retrying, running)? [y/N] '
+    )
+    assert captured.out == "nothing cancelled\n"
+    assert await states_by_id(pool) == before
+
+    # --state narrows, --yes does not ask
+    assert await cli("runs", "cancel", "--schedule", "hourly", "--state", "scheduled", "--yes") == 0
+    assert capsys.readouterr() == ('cancelled 2 runs of "hourly"\n', "")
+    assert [(await states_by_id(pool))[run_id] for run_id in scheduled] == ["cancelled", "cancelled"]
+
+    # a person says yes: the rest, the running one asked to stop
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert await cli("runs", "cancel", "--schedule", "hourly") == 0
+    assert capsys.readouterr().out == (
+        'cancelled 2 runs of "hourly"; asked 1 running run to stop: its worker stops it and marks it cancelled'
+        " within a heartbeat\n"
+    )
+    after = await states_by_id(pool)
+    assert (after[enqueued], after[retrying], after[running], after[done], after[other]) == (
+        "cancelled",
+        "cancelled",
+        "running",
+        "succeeded",
+        "scheduled",
+    )
+    assert await pool.fetchval("SELECT cancel_requested FROM runs WHERE id = $1", running) is True
+
+    assert await cli("runs", "cancel", "--schedule", "hourly", "--state", "scheduled", "enqueued", "--yes") == 0
+    assert capsys.readouterr().out == 'no runs of "hourly" (scheduled, enqueued) to cancel\n'
+
+
+async def test_delete_or_pause_says_what_becomes_of_pending_runs(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_hourly()
+    pending = [await insert_run(pool, "scheduled") for _ in range(3)]
+    running = await insert_run(
+        pool, "running", attempts=1, started_at=datetime.now(UTC), alive_until=datetime.now(UTC) + timedelta(hours=1)
+    )
+    capsys.readouterr()
+
+    monkeypatch.setattr("sys.stdin", Script(""))  # a script: told, not asked; its runs still run
+    assert await cli("schedules", "pause", "hourly") == 0
+    assert capsys.readouterr() == (
+        'paused schedule "hourly" (resume with punchclock schedules resume hourly)\n'
+        "its 3 runs not started yet and 1 running still run (pausing stops new runs only); cancel them with"
+        " punchclock runs cancel --schedule hourly\n",
+        "",
+    )
+    assert set((await states_by_id(pool)).values()) == {"scheduled", "running"}
+
+    assert await cli("schedules", "resume", "hourly") == 0
+    assert await cli("schedules", "pause", "hourly", "--cancel-pending") == 0
+    assert capsys.readouterr().out.endswith(
+        'paused schedule "hourly" (resume with punchclock schedules resume hourly)\n'
+        'cancelled 3 runs of "hourly"; asked 1 running run to stop: its worker stops it and marks it cancelled'
+        " within a heartbeat\n"
+    )
+    assert [(await states_by_id(pool))[run_id] for run_id in pending] == ["cancelled"] * 3
+
+    late = await insert_run(pool, "enqueued")
+    monkeypatch.setattr("sys.stdin", Terminal("yes\n"))  # a person: asked
+    assert await cli("schedules", "delete", "hourly") == 0
+    captured = capsys.readouterr()
+    assert captured.err == 'schedule "hourly" has 1 run not started yet and 1 running: cancel them? [y/N] '
+    assert captured.out == (
+        'deleted schedule "hourly"; its runs keep their history (punchclock runs list --schedule hourly)\n'
+        'cancelled 1 run of "hourly"; asked 1 running run to stop: its worker stops it and marks it cancelled'
+        " within a heartbeat\n"
+    )
+    assert (await states_by_id(pool))[late] == "cancelled"
+    assert await pool.fetchval("SELECT cancel_requested FROM runs WHERE id = $1", running) is True
+    assert await pool.fetchval("SELECT count(*) FROM schedules") == 0
 
 
 async def test_cancel_a_running_run_asks_it_to_stop(
@@ -191,7 +329,7 @@ async def test_cancel_a_running_run_asks_it_to_stop(
     assert row is not None
     assert tuple(row) == ("running", True, None, None)
     assert await cli("runs", "show", str(running)) == 0
-    assert "cancel:         requested\n" in capsys.readouterr().out
+    assert "cancel:         requested: its worker stops it within a heartbeat\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("state", ["succeeded", "failed", "timed_out", "skipped", "missed"])
@@ -339,13 +477,13 @@ async def test_show_lists_attempts_and_notifications(
     assert attempts[3].split() == [
         "1",
         "retrying",
-        "2026-03-01T12:00:00+00:00",
+        "2026-03-01T12:00:00Z",
         "5s",
         "ConnectionError:",
         "refused",
         "12s500ms",
     ]
-    assert attempts[4].split() == ["2", "failed", "2026-03-01T12:00:20+00:00", "20s", "HTTP", "400", "-"]
+    assert attempts[4].split() == ["2", "failed", "2026-03-01T12:00:20Z", "20s", "HTTP", "400", "-"]
     notifications = out[out.index("Notifications\n") :].splitlines()
     assert notifications[1].split() == ["TARGET", "EVENT", "STATE", "ATTEMPTS", "ERROR"]
     assert notifications[3].split() == [
@@ -367,8 +505,8 @@ async def test_show_lists_attempts_and_notifications(
         {
             "attempt": 1,
             "state": "retrying",
-            "started_at": "2026-03-01T12:00:00+00:00",
-            "finished_at": "2026-03-01T12:00:05+00:00",
+            "started_at": "2026-03-01T12:00:00.000Z",
+            "finished_at": "2026-03-01T12:00:05.000Z",
             "duration_seconds": 5.0,
             "error": "ConnectionError: refused",
             "retry_delay_ms": 12_500,
@@ -376,8 +514,8 @@ async def test_show_lists_attempts_and_notifications(
         {
             "attempt": 2,
             "state": "failed",
-            "started_at": "2026-03-01T12:00:20+00:00",
-            "finished_at": "2026-03-01T12:00:40+00:00",
+            "started_at": "2026-03-01T12:00:20.000Z",
+            "finished_at": "2026-03-01T12:00:40.000Z",
             "duration_seconds": 20.0,
             "error": "HTTP 400",
             "retry_delay_ms": None,
@@ -442,7 +580,7 @@ async def test_stats(punchclock_env: dict[str, str], pool: Pool, capsys: pytest.
 
     assert await cli("stats", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {
-        "since": "1d",
+        "since_seconds": 86400.0,
         "schedules": [
             {
                 "schedule": "digest",
@@ -487,4 +625,172 @@ async def test_stats(punchclock_env: dict[str, str], pool: Pool, capsys: pytest.
     assert await cli("stats") == 0
     assert capsys.readouterr().out == "no runs in the last 1d\n"
     assert await cli("stats", "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"since": "1d", "schedules": []}
+    assert json.loads(capsys.readouterr().out) == {"since_seconds": 86400.0, "schedules": []}
+
+
+# formats: instants, durations, steps ----------------------------------------------------------------------
+
+# Every instant the CLI prints, text or JSON: ISO 8601 to the second (JSON: the millisecond), "Z" for UTC and
+# never "+00:00", or the schedule's own offset.
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?(Z|[+-](?!00:00)\d\d:\d\d)")
+LOOKS_LIKE_AN_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.+Z-]*")
+
+
+def json_strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in json_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in json_strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+async def test_every_instant_is_printed_one_way(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()  # UTC
+    assert (
+        await cli("schedules", "add", "nightly", "--actor", "probe", "--cron", "30 2 * * *", "--tz", "Asia/Tokyo") == 0
+    )
+    start = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    run_id = await insert_run(
+        pool, "failed", attempts=1, started_at=start, finished_at=start + timedelta(seconds=3), enqueued_at=start
+    )
+    await pool.execute(
+        "INSERT INTO run_attempts (run_id, attempt, started_at, finished_at, state, error)"
+        " VALUES ($1, 1, $2, $3, 'failed', 'boom')",
+        run_id,
+        start,
+        start + timedelta(seconds=3),
+    )
+    await pool.execute(
+        "INSERT INTO runs (schedule_id, schedule_name, actor, scheduled_for, trigger, state)"
+        " SELECT id, name, actor, now(), 'manual', 'scheduled' FROM schedules WHERE name = 'nightly'"
+    )
+    capsys.readouterr()
+
+    printed: list[str] = []
+    for command in (
+        ("runs", "list"),
+        ("runs", "show", str(run_id)),
+        ("schedules", "list"),
+        ("schedules", "show", "hourly"),
+        ("schedules", "show", "nightly"),
+        ("schedules", "next", "hourly"),
+        ("schedules", "next", "nightly"),
+    ):
+        assert await cli(*command) == 0
+        text = capsys.readouterr().out
+        printed += LOOKS_LIKE_AN_INSTANT.findall(text)
+        assert await cli(*command, "--json") == 0
+        printed += [s for s in json_strings(json.loads(capsys.readouterr().out)) if re.match(r"\d{4}-\d\d-", s)]
+    assert len(printed) > 40
+    assert [p for p in printed if not INSTANT.fullmatch(p)] == []
+    assert "2026-03-01T12:00:00Z" in printed  # text: to the second
+    assert "2026-03-01T12:00:00.123Z" in printed  # JSON: to the millisecond
+    assert any(p.endswith("+09:00") for p in printed)  # Tokyo's runs and fires, in Tokyo
+
+
+async def test_durations_are_written_as_they_are_typed_in_text_and_as_numbers_in_json(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly("--min-backoff", "15s", "--max-backoff", "2m", "--timeout", "20m5s", "--catchup-window", "90s")
+    assert await cli("schedules", "trigger", "hourly") == 0
+    run_id = run_id_printed(capsys.readouterr().out)
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    await pool.execute(
+        "UPDATE runs SET state = 'succeeded', started_at = $2, finished_at = $3 WHERE id = $1",
+        run_id,
+        start,
+        start + timedelta(seconds=1, milliseconds=3),
+    )
+
+    assert await cli("runs", "show", str(run_id)) == 0
+    out = capsys.readouterr().out
+    options = next(line for line in out.splitlines() if line.startswith("options:"))
+    for shown in ("max_backoff=2m", "min_backoff=15s", "time_limit=20m5s", "max_retries=3", "overlap=skip"):
+        assert shown in options, options
+    assert "1500000" not in options and "lock_key" not in options  # no raw milliseconds, no unset options
+    assert "duration:       1s3ms\n" in out
+
+    assert await cli("runs", "show", str(run_id), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["duration_seconds"], shown["options"]["time_limit_ms"], shown["options"]["min_backoff_ms"]) == (
+        1.003,
+        1_205_000,
+        15_000,
+    )
+    assert "duration" not in shown and "time_limit" not in shown["options"]
+
+    assert await cli("schedules", "show", "hourly", "--json") == 0
+    schedule = json.loads(capsys.readouterr().out)
+    assert (schedule["timeout_seconds"], schedule["catchup_window_seconds"], schedule["jitter_seconds"]) == (
+        1205,
+        90,
+        0,
+    )
+    assert await cli("schedules", "show", "hourly") == 0
+    out = capsys.readouterr().out
+    assert "misfire:      latest (catch-up window 1m30s)\n" in out
+    assert "timeout:      20m5s (not retried)\n" in out
+
+
+async def test_show_lists_the_steps_of_each_attempt(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_hourly()
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    run_id = await insert_run(
+        pool, "succeeded", attempts=2, started_at=start, finished_at=start + timedelta(minutes=2), input_tokens=120
+    )
+
+    def at(minutes: int, seconds: int) -> datetime:
+        return start + timedelta(minutes=minutes, seconds=seconds)
+
+    await pool.executemany(
+        "INSERT INTO run_steps (run_id, attempt, seq, name, started_at, finished_at, status, error, input_tokens,"
+        " output_tokens) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        [
+            (run_id, 1, 1, "fetch", start, at(0, 2), "error", "ConnectError: refused", 0, 0),
+            (run_id, 2, 1, "fetch", at(1, 0), at(1, 1), "ok", None, 0, 0),
+            (run_id, 2, 2, "summarize", at(1, 1), at(2, 0), "ok", None, 120, 45),
+        ],
+    )
+    capsys.readouterr()
+
+    assert await cli("runs", "show", str(run_id)) == 0
+    out = capsys.readouterr().out
+    steps = out[out.index("Steps\n") :].splitlines()
+    assert steps[1].split() == ["ATTEMPT", "STEP", "STATUS", "DURATION", "TOKENS", "ERROR"]
+    assert steps[3].split() == ["1", "fetch", "error", "2s", "0", "in,", "0", "out", "ConnectError:", "refused"]
+    assert steps[4].split() == ["2", "fetch", "ok", "1s", "0", "in,", "0", "out", "-"]
+    assert steps[5].split() == ["2", "summarize", "ok", "59s", "120", "in,", "45", "out", "-"]
+
+    assert await cli("runs", "show", str(run_id), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(s["attempt"], s["name"], s["status"], s["duration_seconds"]) for s in shown["steps"]] == [
+        (1, "fetch", "error", 2.0),
+        (2, "fetch", "ok", 1.0),
+        (2, "summarize", "ok", 59.0),
+    ]
+    assert shown["steps"][2] == {
+        **shown["steps"][2],
+        "seq": 2,
+        "input_tokens": 120,
+        "output_tokens": 45,
+        "error": None,
+        "started_at": "2026-03-01T12:01:01.000Z",
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (["--timeout", "2h"], 'invalid timeout 2h for schedule "hourly": must be above 0 and at most 30m'),
+        (["--min-backoff", "5m", "--max-backoff", "1m30s"], "min_backoff 5m is above max_backoff 1m30s"),
+    ],
+)
+async def test_a_duration_in_an_error_is_written_as_it_is_typed(
+    punchclock_env: dict[str, str], capsys: pytest.CaptureFixture[str], options: list[str], error: str
+) -> None:
+    assert await cli("schedules", "add", "hourly", "--actor", "probe", "--cron", "0 * * * *", *options) == 2
+    assert capsys.readouterr().err.startswith(f"punchclock: error: {error}")

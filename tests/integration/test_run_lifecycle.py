@@ -151,6 +151,22 @@ def test_a_duplicate_of_a_live_attempt_waits_and_is_dropped_when_it_ends(stack: 
     assert (run["state"], run["attempts"]) == ("succeeded", 1)
 
 
+def test_a_backfill_run_waiting_for_its_lease_logs_the_wait_once_not_per_try(stack: Stack) -> None:
+    stack._logger.setLevel(logging.DEBUG)  # to see each try (at DEBUG), and know the wait went round
+    holder = stack.new_run("running")
+    stack.query("INSERT INTO run_locks (lock_key, run_id, expires_at) VALUES ('kb', $1, now() + interval '1h')", holder)
+    waiting = stack.new_run()
+    stack.query("UPDATE runs SET trigger = 'backfill' WHERE id = $1", waiting)
+    stack.send(waiting, overlap="skip", lock_key="kb")
+    wait_for(lambda: stack.actions.count("run_waiting_lock_retry") >= 3, 30, "the backfill run to try three times")
+    stack.query("DELETE FROM run_locks WHERE lock_key = 'kb'")  # the holder ends
+    stack.join()
+    assert stack.executions == [(waiting, 1)]
+    assert stack.run(waiting)["state"] == "succeeded"
+    assert (stack.actions.count("run_waiting_lock"), stack.actions.count("run_lease_acquired")) == (1, 1)
+    assert stack.actions.index("run_waiting_lock") < stack.actions.index("run_lease_acquired")
+
+
 def test_the_attempt_number_comes_from_the_database(stack: Stack) -> None:
     run_id = stack.new_run()
     stack.query("UPDATE runs SET attempts = 2 WHERE id = $1", run_id)  # two attempts lost before

@@ -386,7 +386,7 @@ async def test_stats_of_one_schedule_and_estimated_percentiles(
     assert await cli("stats", "--schedule", "quiet", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {
         "schedule": "quiet",
-        "since": "1d",
+        "since_seconds": 86400.0,
         "schedules": [
             {
                 "schedule": "quiet",
@@ -418,4 +418,4 @@ async def test_stats_of_one_schedule_and_estimated_percentiles(
     assert await cli("stats", "--schedule", "nobody") == 0
     assert capsys.readouterr().out == 'no runs of "nobody" in the last 1d\n'
     assert await cli("stats", "--schedule", "nobody", "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"schedule": "nobody", "since": "1d", "schedules": []}
+    assert json.loads(capsys.readouterr().out) == {"schedule": "nobody", "since_seconds": 86400.0, "schedules": []}

@@ -72,6 +72,20 @@ def test_format(td: timedelta, text: str) -> None:
     assert format_duration(td) == text
 
 
+@pytest.mark.parametrize(
+    ("td", "precision", "text"),
+    [
+        (timedelta(seconds=4.44), timedelta(milliseconds=100), "4s400ms"),
+        (timedelta(seconds=4.45), timedelta(milliseconds=100), "4s500ms"),  # halves up
+        (timedelta(seconds=59.96), timedelta(milliseconds=100), "1m"),
+        (timedelta(minutes=2, seconds=5.4), timedelta(seconds=1), "2m5s"),
+        (timedelta(seconds=-1.26), timedelta(milliseconds=100), "-1s300ms"),
+    ],
+)
+def test_format_to_a_precision(td: timedelta, precision: timedelta, text: str) -> None:
+    assert format_duration(td, precision=precision) == text
+
+
 @pytest.mark.parametrize("text", ["1h30m", "1m30s", "0s", "500ms", "2d", "1d23h59m59s999ms", "45m"])
 def test_round_trip(text: str) -> None:
     assert format_duration(parse_duration(text)) == text

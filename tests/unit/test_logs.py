@@ -70,6 +70,25 @@ def test_text_format_too(root_stream: io.StringIO) -> None:
     assert line.endswith("WARNING Failed on https://x.example.com/*** action=dramatiq_log")
 
 
+def test_dramatiqs_skipped_line_is_demoted_to_debug(root_stream: io.StringIO) -> None:
+    """RunLifecycle logs why it skips a message; Dramatiq's own "was skipped" warning repeated it for every try of
+    every waiting backfill run."""
+    configure_logging("INFO", "json")
+    worker_thread = logging.getLogger("dramatiq.worker.WorkerThread")
+    logging.getLogger().setLevel(logging.INFO)
+    worker_thread.warning("Message %s was skipped.", "probe(seconds=1)")
+    worker_thread.warning("Failed to process message %s with unhandled exception.", "probe(seconds=1)")
+    assert [r["message"] for r in lines(root_stream)] == [
+        "Failed to process message probe(seconds=1) with unhandled exception."
+    ]
+
+    logging.getLogger().setLevel(logging.DEBUG)
+    worker_thread.warning("Message %s was skipped.", "probe(seconds=2)")
+    assert [(r["level"], r["message"]) for r in lines(root_stream)][1:] == [
+        ("DEBUG", "Message probe(seconds=2) was skipped.")
+    ]
+
+
 def test_dramatiqs_received_line_at_debug_keeps_urls_redacted(root_stream: io.StringIO) -> None:
     """The real ``Actor.__call__`` logs its arguments at DEBUG: a source URL with its token in the query."""
     configure_logging("DEBUG", "json")

@@ -45,9 +45,9 @@ def test_success_rate_is_none_without_a_counted_run(states: dict[str, int]) -> N
     [
         (None, "-"),
         (0, "0s"),
-        (1.5, "1.5s"),
+        (1.5, "1s500ms"),
         (2.0, "2s"),
-        (59.94, "59.9s"),
+        (59.94, "59s900ms"),
         (59.96, "1m"),
         (125.4, "2m5s"),
         (3600, "1h"),

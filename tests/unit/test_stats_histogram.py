@@ -78,7 +78,7 @@ def test_an_estimate_is_within_the_relative_error(seed: int) -> None:
 
 def test_estimated_percentiles_are_marked() -> None:
     assert seconds_text(65.2, approximate=True) == "~1m5s"
-    assert seconds_text(1.25, approximate=True) == "~1.2s"
+    assert seconds_text(1.24, approximate=True) == "~1s200ms"
     assert seconds_text(None, approximate=True) == "-"
     stats = ScheduleStats("busy", {"succeeded": 500}, 1.5, 3.0, [1.0], approximate=True)
     assert stats_json(stats)["approximate_percentiles"] is True
