@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from app.actor_args import UPSTREAM, ActorParams, KnownActors
 from app.consumer_timeout import CONSUMER_TIMEOUT, MAX_DELAY
 from app.cron import validate_cron, validate_timezone
 from app.durations import format_duration
@@ -21,7 +22,7 @@ from app.errors import InvalidInput
 from app.jsonb import jsonb_problem
 from app.misfire import Misfire, parse_misfire
 from app.notify.targets import parse_target
-from app.overlap import parse_overlap, validate_lock_key
+from app.overlap import Overlap, missing_lock_key_fields, parse_overlap, validate_lock_key
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 # Each retry waits at least min_backoff: a hundred is already days of retrying at the 30m backoff cap, and
@@ -57,8 +58,11 @@ class Schedule:
     retry_timeouts: bool = False
     notify_on_recovery: bool = False
 
-    def validated(self, known_actors: Collection[str], *, allow_link_local: bool = False) -> Schedule:
+    def validated(self, known_actors: KnownActors, *, allow_link_local: bool = False) -> Schedule:
         """This schedule with its cron normalised, or :class:`InvalidInput` naming the bad value and the fix.
+
+        ``known_actors``: the names a schedule may target; a mapping to each actor's :class:`ActorParams` (as
+        ``app/actors.py`` builds it) has the args checked against the actor's parameters too.
         ``allow_link_local`` (``PUNCHCLOCK_NOTIFY_ALLOW_LINK_LOCAL``) lets notify targets reach link-local hosts."""
         if not _NAME.match(self.name):
             raise InvalidInput(
@@ -85,6 +89,8 @@ class Schedule:
         overlap = str(parse_overlap(self.overlap))
         if self.lock_key is not None:
             validate_lock_key(self.lock_key)
+        params = known_actors.get(self.actor) if isinstance(known_actors, Mapping) else None
+        self.check_args(args, params, overlap=Overlap(overlap), engine_args=(UPSTREAM,) if self.after else ())
         if self.max_retries < 0:
             raise InvalidInput(f"invalid max_retries {self.max_retries}: must be 0 or more")
         if self.max_retries > MAX_RETRIES:
@@ -125,6 +131,40 @@ class Schedule:
         return replace(
             self, cron=cron, misfire=misfire, args=args, notify=notify, after=tuple(self.after), overlap=overlap
         )
+
+    def check_args(
+        self,
+        args: Mapping[str, Any],
+        params: ActorParams | None,
+        *,
+        overlap: Overlap,
+        engine_args: Collection[str] = (),
+    ) -> None:
+        """:class:`InvalidInput` unless a run of this schedule with ``args`` (plus ``engine_args``, which the
+        engine fills in) can start: its lock key's fields are among the args (when it takes a lease, ``overlap``
+        not allow), and, when the actor's ``params`` are known, the actor's function takes them."""
+        if UPSTREAM in engine_args and UPSTREAM in args:
+            raise InvalidInput(
+                f'args of schedule "{self.name}" set "{UPSTREAM}", which the engine sets for a schedule with after'
+                " (the upstream outputs, by schedule name): remove it from the args"
+            )
+        if params is not None:
+            try:
+                params.check(args, engine_args=engine_args)
+            except InvalidInput as exc:
+                raise InvalidInput(f'args of schedule "{self.name}" do not fit: {exc}') from None
+        templates = [("", self.lock_key)]
+        if self.lock_key is None and params is not None:
+            templates.append((f' of actor "{self.actor}"', params.lock_key))
+        for whose, template in templates if overlap is not Overlap.ALLOW else ():
+            missing = [] if template is None else missing_lock_key_fields(template, args)
+            if missing:
+                have = ", ".join(sorted(args)) or "none"
+                raise InvalidInput(
+                    f'lock_key "{template}"{whose} names "{missing[0]}", which the args of schedule "{self.name}"'
+                    f' lack (they have {have}): add "{missing[0]}" to the args or change the lock key; a lock key is'
+                    " filled from the run's args, never from the actor's default values"
+                )
 
     def message_options(self, schedule_id: int | None) -> dict[str, Any]:
         return message_options(

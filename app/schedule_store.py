@@ -7,13 +7,14 @@ stored ``next_fire_at`` is always a real cron instant in the future of the write
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from app.actor_args import KnownActors
 from app.cron import next_fires
 from app.db.queries import sql
 from app.dependencies import check_dependencies
@@ -115,7 +116,7 @@ async def add_schedule(conn: Connection, schedule: Schedule, *, now: datetime) -
 async def sync_code_schedules(
     conn: Connection,
     schedules: Iterable[Schedule],
-    known_actors: Collection[str],
+    known_actors: KnownActors,
     *,
     now: datetime,
     allow_link_local: bool = False,

@@ -22,7 +22,8 @@ from app.cli.database import Database, run_with_database
 from app.clock import publish_unpublished
 from app.db.pool import create_pool
 from app.db.queries import sql
-from app.errors import PunchclockError
+from app.errors import InvalidInput, PunchclockError
+from app.overlap import Overlap
 from app.publisher import Publisher
 from app.runs import Run, RunState, get_runs
 from app.schedule_store import get_schedule
@@ -53,6 +54,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
     override = None if args.args is None else json_object("--args", args.args)
+    # Args given here are checked against the actor when this deployment registers it (a manual run receives
+    # no upstream outputs: only what --args says); the schedule's own were checked when it was defined.
+    actors = deployment.registered_actors() if override is not None else {}
 
     async def record(db: Database) -> list[int]:
         stored = await get_schedule(db.conn, args.name)
@@ -60,6 +64,11 @@ def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
         options = schedule.message_options(stored.id)
         if args.force:
             options["overlap"] = "allow"
+        if override is not None:
+            try:
+                schedule.check_args(override, actors.get(schedule.actor), overlap=Overlap(options["overlap"]))
+            except InvalidInput as exc:
+                raise InvalidInput(f"invalid --args: {exc}") from None
         run_id: int = await db.conn.fetchval(
             sql("insert_manual_run"),
             stored.id,
