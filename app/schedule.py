@@ -22,7 +22,19 @@ from app.errors import InvalidInput
 from app.jsonb import jsonb_problem
 from app.misfire import Misfire, parse_misfire
 from app.notify.targets import parse_target
-from app.overlap import Overlap, missing_lock_key_fields, parse_overlap, validate_lock_key
+from app.overlap import MAX_TEMPLATE_LENGTH, Overlap, missing_lock_key_fields, parse_overlap, validate_lock_key
+from app.schedule_options import (
+    DURATION,
+    INT,
+    MISFIRE,
+    NAMES,
+    SWITCH,
+    TEXT,
+    Values,
+    declared_options,
+    message_values,
+    option,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 # Each retry waits at least min_backoff: a hundred is already days of retrying at the 30m backoff cap, and
@@ -41,22 +53,71 @@ class Schedule:
     actor: str
     cron: str | None
     args: Mapping[str, Any] = field(default_factory=dict)
-    timezone: str = "UTC"
+    # The options: each declared once, here; the CLI flag, the column, the message option and the JSON output
+    # derive from the declaration (app/schedule_options.py). A new one needs a migration adding its column.
+    # ``paused`` is not one: the CLI, the code sync and the tick treat it each their own way.
+    timezone: str = option("UTC", TEXT, "IANA time zone the cron is read in (default UTC)", metavar="TZ", flag="--tz")
     paused: bool = False
-    misfire: Misfire = Misfire.LATEST
-    catchup_window: timedelta = timedelta(hours=1)
-    overlap: str = "skip"
-    lock_key: str | None = None
-    max_retries: int = 3
-    min_backoff: timedelta = timedelta(seconds=10)
-    max_backoff: timedelta = timedelta(minutes=5)
-    timeout: timedelta = timedelta(minutes=25)
-    jitter: timedelta = timedelta(0)
-    notify: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    description: str = ""
-    retry_timeouts: bool = False
-    notify_on_recovery: bool = False
+    misfire: Misfire = option(
+        Misfire.LATEST, MISFIRE, "what to do with instants missed (default latest)", metavar="skip|latest|all"
+    )
+    catchup_window: timedelta = option(
+        timedelta(hours=1), DURATION, "how far back missed instants still fire (default 1h)", metavar="DUR"
+    )
+    overlap: str = option(
+        "skip", TEXT, "while a run still holds the lock (default skip)", metavar="skip|queue|allow", message="overlap"
+    )
+    lock_key: str | None = option(
+        None,
+        TEXT,
+        'share one lock across schedules: text and {arg} fields, e.g. "reindex:{kb}"'
+        f" (at most {MAX_TEMPLATE_LENGTH} characters)",
+        metavar="TEMPLATE",
+        message="lock_key",
+    )
+    max_retries: int = option(
+        3, INT, f"retries of a transient failure, 0-{MAX_RETRIES} (default 3)", metavar="N", message="max_retries"
+    )
+    min_backoff: timedelta = option(
+        timedelta(seconds=10),
+        DURATION,
+        "backoff before the first retry (default 10s)",
+        metavar="DUR",
+        message="min_backoff",
+    )
+    max_backoff: timedelta = option(
+        timedelta(minutes=5),
+        DURATION,
+        "longest backoff, at most 30m (default 5m)",
+        metavar="DUR",
+        message="max_backoff",
+    )
+    timeout: timedelta = option(
+        timedelta(minutes=25),
+        DURATION,
+        "a run past it is timed_out; at most 30m (default 25m)",
+        metavar="DUR",
+        message="time_limit",
+    )
+    jitter: timedelta = option(
+        timedelta(0),
+        DURATION,
+        f"start each run after a random delay up to this, at most {format_duration(MAX_DELAY)} (default 0s)",
+        metavar="DUR",
+    )
+    notify: tuple[str, ...] = option(
+        (),
+        NAMES,
+        "on final failure or timeout: webhook:URL, slack:URL, feishu:URL, dingtalk:URL, wecom:URL or"
+        " mailto:ADDRESS (repeatable)",
+        metavar="TARGET",
+        # webhook URLs are credentials; stored entries were judged when defined (link-local hosts included)
+        json=lambda entries: [parse_target(entry, allow_link_local=True).masked for entry in entries],
+    )
+    after: tuple[str, ...] = option((), NAMES, "run when this schedule's run succeeds (repeatable)", metavar="NAME")
+    description: str = option("", TEXT, None, metavar="TEXT")
+    retry_timeouts: bool = option(False, SWITCH, "retry an attempt that timed out", message="retry_timeouts")
+    notify_on_recovery: bool = option(False, SWITCH, "also notify on the first success after failures")
 
     def validated(self, known_actors: KnownActors, *, allow_link_local: bool = False) -> Schedule:
         """This schedule with its cron normalised, or :class:`InvalidInput` naming the bad value and the fix.
@@ -167,40 +228,15 @@ class Schedule:
                 )
 
     def message_options(self, schedule_id: int | None) -> dict[str, Any]:
-        return message_options(
-            schedule_id=schedule_id,
-            **{name: getattr(self, name) for name in OPTION_FIELDS},
-        )
+        return message_options(schedule_id, {spec.name: getattr(self, spec.name) for spec in OPTIONS})
 
 
-# The schedule fields a run carries in its message options (frozen on the run row when it is fired).
-OPTION_FIELDS = ("max_retries", "min_backoff", "max_backoff", "timeout", "overlap", "lock_key", "retry_timeouts")
+# Every option declared above, in field order.
+OPTIONS = declared_options(Schedule)
 
 
-def message_options(
-    *,
-    schedule_id: int | None,
-    max_retries: int,
-    min_backoff: timedelta,
-    max_backoff: timedelta,
-    timeout: timedelta,
-    overlap: str,
-    lock_key: str | None,
-    retry_timeouts: bool,
-) -> dict[str, Any]:
-    """The options a run is published with: Dramatiq's own (milliseconds, as Dramatiq wants) and ours, which
-    the worker's middleware reads (overlap policy and lock key, whether a timeout is retried)."""
-    return {
-        "max_retries": max_retries,
-        "min_backoff": _ms(min_backoff),
-        "max_backoff": _ms(max_backoff),
-        "time_limit": _ms(timeout),
-        "schedule_id": schedule_id,
-        "overlap": overlap,
-        "lock_key": lock_key,
-        "retry_timeouts": retry_timeouts,
-    }
-
-
-def _ms(value: timedelta) -> int:
-    return int(value.total_seconds() * 1000)
+def message_options(schedule_id: int | None, values: Values) -> dict[str, Any]:
+    """The options a run is published with, from its schedule's option ``values`` (a ``schedules`` row or a
+    schedule's fields): Dramatiq's own (milliseconds, as Dramatiq wants) and ours, which the worker's
+    middleware reads (overlap policy and lock key, whether a timeout is retried)."""
+    return {**message_values(OPTIONS, values), "schedule_id": schedule_id}
