@@ -2,7 +2,9 @@
 
 A :class:`Schedule` is what a user declares, in ``schedules.py`` or through ``punchclock schedules add``.
 :func:`Schedule.validated` checks everything at definition time (unknown actor, bad cron, unknown time zone,
-bad durations) so that nothing invalid reaches the database and the tick never meets a bad schedule.
+bad durations, args the actor's function does not take, a lock key naming a field the args lack) so that nothing
+invalid reaches the database and the tick never meets a bad schedule. The options are declared once, on their
+fields, with :func:`app.schedule_options.option`; :data:`OPTIONS` lists them for everything derived from them.
 """
 
 from __future__ import annotations
