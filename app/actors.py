@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from dramatiq.middleware import CurrentMessage
 from periodiq import cron
 
 from app import clock
+from app.actor_args import ActorParams
 from app.ai.config import LLMConfig
 from app.ai.dify import DifyClient
 from app.ai.llm import LLM
@@ -170,8 +172,18 @@ _check_actors_bound()
 workflows = WorkflowRegistry([*BUILTIN_WORKFLOWS, *workflows_in(actor_modules)])
 dify_apps = load_dify_apps(settings.schedules_module)
 
-# What a schedule may target: every actor but the engine's own.
-runnable_actors = frozenset(broker.actors) - {tick.actor_name, notify.actor_name}
+# What a schedule may target: every actor but the engine's own, with its parameters, so args that do not fit
+# are refused when a schedule is defined. Where an actor's args name a workflow or a Dify app, only this
+# deployment's are accepted.
+_choices: dict[str, dict[str, Collection[str]]] = {
+    run_workflow.actor_name: {"workflow": frozenset(workflows.names())},
+    dify.actor_name: {"app": frozenset(dify_apps)},
+}
+runnable_actors = {
+    name: ActorParams.of(name, broker.get_actor(name).fn, broker.get_actor(name).options, _choices.get(name))
+    for name in sorted(broker.actors)
+    if name not in (tick.actor_name, notify.actor_name)
+}
 schedules = load_code_schedules(
     settings.schedules_module, runnable_actors, allow_link_local=settings.notify_allow_link_local
 )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from app.actor_args import KnownActors
 from app.ai.dify import DifyApp
 from app.db.migrate import migrate
 from app.db.queries import sql
@@ -24,10 +25,10 @@ if TYPE_CHECKING:
 
 
 def load_code_schedules(
-    module_name: str, known_actors: Collection[str], *, allow_link_local: bool = False
+    module_name: str, known_actors: KnownActors, *, allow_link_local: bool = False
 ) -> list[Schedule]:
     """The validated ``SCHEDULES`` list of ``module_name`` (empty name: none). Invalid entries raise at import
-    time, before any worker starts, with the schedule's name in the message."""
+    time, before any worker starts, as a :class:`ConfigurationError` with the schedule's name in the message."""
     if not module_name:
         return []
     try:
@@ -45,7 +46,8 @@ def load_code_schedules(
     try:
         return [schedule.validated(known_actors, allow_link_local=allow_link_local) for schedule in declared]
     except InvalidInput as exc:
-        raise InvalidInput(f"{module_name}.py: {exc}") from None
+        # A configuration error: no process of this deployment starts with it (nor should it).
+        raise ConfigurationError(f"{module_name}.py: {exc}") from None
 
 
 def load_dify_apps(module_name: str, environ: Mapping[str, str] | None = None) -> dict[str, DifyApp]:
@@ -65,7 +67,7 @@ def load_dify_apps(module_name: str, environ: Mapping[str, str] | None = None) -
 
 
 async def prepare_database(
-    pool: Pool, schedules: Sequence[Schedule] | None, known_actors: Collection[str], *, allow_link_local: bool = False
+    pool: Pool, schedules: Sequence[Schedule] | None, known_actors: KnownActors, *, allow_link_local: bool = False
 ) -> None:
     """Migrate; then, when ``schedules`` is given, make the code schedules in the database match it."""
     async with pool.acquire() as conn:

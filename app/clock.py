@@ -35,7 +35,7 @@ from app.db.queries import sql
 from app.misfire import Misfire, due_fires
 from app.publisher import Publisher
 from app.recovery import Sweep, prune, sweep
-from app.schedule import OPTION_FIELDS, message_options
+from app.schedule import message_options
 from app.stats_rollup import roll_up
 from app.tracing import current_trace_id, inject_traceparent
 from app.upstream_gate import Gate, UpstreamRun, Verdict, gate
@@ -110,7 +110,7 @@ async def _fire_batch(pool: Pool, now: datetime, batch: int) -> tuple[int, int, 
                 now,
             )
             gates, next_fire_at = await _gate_upstreams(conn, row, decision.fire, decision.next_fire_at, now)
-            options = message_options(schedule_id=row["id"], **{name: row[name] for name in OPTION_FIELDS})
+            options = message_options(row["id"], row)
             trace_id = None
             if any(g.verdict is Verdict.FIRE for g in gates.values()):
                 # The trace of this fire, frozen in the runs' options: whoever publishes them later (another

@@ -16,7 +16,7 @@ from opentelemetry import trace
 
 from app.db.queries import sql
 from app.errors import InvalidInput
-from app.schedule import OPTION_FIELDS, message_options
+from app.schedule import message_options
 from app.tracing import current_trace_id, inject_traceparent
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ async def fire_dependents(conn: Connection, run_id: int) -> list[int]:
     runs inserted (already fired ones are left alone); they are published by the caller through the outbox."""
     inserted = []
     for row in await conn.fetch(sql("ready_dependents"), run_id):
-        options = message_options(schedule_id=row["id"], **{name: row[name] for name in OPTION_FIELDS})
+        options = message_options(row["id"], row)
         args: dict[str, Any] = {**row["args"], "upstream": row["upstream"]}
         # Inside the upstream run's span: the dependent run continues its upstream's trace.
         with tracer.start_as_current_span(f"fire {row['name']}", attributes={"punchclock.trigger": "dependency"}):

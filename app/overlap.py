@@ -85,6 +85,17 @@ def validate_lock_key(template: str) -> str:
     return template
 
 
+def lock_key_fields(template: str) -> list[str]:
+    """The argument names a valid template (see :func:`validate_lock_key`) reads, in order."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def missing_lock_key_fields(template: str, args: Mapping[str, Any]) -> list[str]:
+    """The fields of ``template`` that ``args`` lack. The lease is filled from the run's own arguments before
+    the actor is called, so a parameter's default value never fills a field: the args must name it."""
+    return [name for name in lock_key_fields(template) if name not in args]
+
+
 def fill_lock_key(template: str, kwargs: Mapping[str, Any]) -> str:
     """The key ``template`` names for a run with keyword arguments ``kwargs``.
 

@@ -7,19 +7,21 @@ stored ``next_fire_at`` is always a real cron instant in the future of the write
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from app.actor_args import KnownActors
 from app.cron import next_fires
 from app.db.queries import sql
 from app.dependencies import check_dependencies
 from app.errors import InvalidInput, NotFound
-from app.misfire import Misfire
-from app.schedule import Schedule
+from app.schedule import OPTIONS, Schedule
+from app.schedule_options import from_row, to_db
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +43,35 @@ class StoredSchedule:
     last_state: str | None = None
 
 
-_DEFINITION_FIELDS = tuple(f.name for f in fields(Schedule))
-
-
 def stored_schedule(row: asyncpg.Record) -> StoredSchedule:
-    values = {name: row[name] for name in _DEFINITION_FIELDS}
-    values["misfire"] = Misfire(values["misfire"])
-    values["notify"] = tuple(values["notify"])
-    values["after"] = tuple(values["after"])
+    schedule = Schedule(
+        name=row["name"],
+        actor=row["actor"],
+        cron=row["cron"],
+        args=row["args"],
+        paused=row["paused"],
+        **from_row(OPTIONS, row),
+    )
     return StoredSchedule(
         id=row["id"],
-        schedule=Schedule(**values),
+        schedule=schedule,
         source=row["source"],
         orphaned=row["orphaned"],
         next_fire_at=row["next_fire_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         last_state=row.get("last_state"),
+    )
+
+
+@cache
+def _upsert_sql() -> str:
+    """``upsert_schedule.sql`` with its option column lists filled in from the options' declaration."""
+    names = [spec.name for spec in OPTIONS]
+    return sql("upsert_schedule").format(
+        options=", ".join(names),
+        d_options=", ".join(f"d.{name}" for name in names),
+        excluded_options=", ".join(f"excluded.{name}" for name in names),
     )
 
 
@@ -70,31 +84,16 @@ def first_fire_after(schedule: Schedule, now: datetime) -> datetime | None:
 async def save_schedule(conn: Connection, schedule: Schedule, *, source: str, now: datetime) -> StoredSchedule:
     """Create or update by name. ``schedule`` must already be validated."""
     s = schedule
-    row = await conn.fetchrow(
-        sql("upsert_schedule"),
-        s.name,
-        s.actor,
-        dict(s.args),
-        s.cron,
-        s.timezone,
-        s.paused,
-        str(s.misfire),
-        s.catchup_window,
-        s.overlap,
-        s.lock_key,
-        s.max_retries,
-        s.min_backoff,
-        s.max_backoff,
-        s.timeout,
-        s.jitter,
-        list(s.notify),
-        source,
-        s.description,
-        first_fire_after(s, now),
-        list(s.after),
-        s.retry_timeouts,
-        s.notify_on_recovery,
-    )
+    # One record keyed by column, not a parameter per column: its keys name what they hold.
+    definition = {
+        "name": s.name,
+        "actor": s.actor,
+        "args": dict(s.args),
+        "cron": s.cron,
+        "paused": s.paused,
+        **to_db(OPTIONS, s),
+    }
+    row = await conn.fetchrow(_upsert_sql(), definition, source, first_fire_after(s, now))
     assert row is not None
     return stored_schedule(row)
 
@@ -115,7 +114,7 @@ async def add_schedule(conn: Connection, schedule: Schedule, *, now: datetime) -
 async def sync_code_schedules(
     conn: Connection,
     schedules: Iterable[Schedule],
-    known_actors: Collection[str],
+    known_actors: KnownActors,
     *,
     now: datetime,
     allow_link_local: bool = False,

@@ -17,6 +17,9 @@ from app.errors import ConfigurationError, InvalidInput
 from app.retention import parse_retention
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+# The levels PUNCHCLOCK_LOG_LEVEL takes (any case). Checked here, when the settings are read, so a typo stops
+# every process (worker, clock, CLI) at once with the same message, not the worker alone when it sets up logging.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,10 @@ class Settings:
             )
         if self.db_pool_size < 2:
             raise ConfigurationError(f"PUNCHCLOCK_DB_POOL_SIZE={self.db_pool_size}: must be 2 or more (default 10)")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigurationError(
+                f'PUNCHCLOCK_LOG_LEVEL="{self.log_level}": use one of {", ".join(LOG_LEVELS)} (default INFO)'
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigurationError(f'PUNCHCLOCK_LOG_FORMAT="{self.log_format}": use text or json')
         try:

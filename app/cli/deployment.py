@@ -6,14 +6,18 @@ Importing ``app.actors`` reads the settings, builds the broker and imports every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from app.actor_args import ActorParams
 from app.boot import load_code_schedules
 from app.publisher import Publisher
 from app.schedule import Schedule
 from app.settings import Settings
 
 
-def registered_actors() -> frozenset[str]:
-    """The actor names a schedule may target (registered on the broker, the clock's tick excepted)."""
+def registered_actors() -> Mapping[str, ActorParams]:
+    """The actors a schedule may target (registered on the broker, the engine's own excepted), by name, with
+    their parameters."""
     import app.actors
 
     return app.actors.runnable_actors

@@ -20,9 +20,10 @@ from tabulate import tabulate
 
 from app.durations import format_duration
 from app.instants import format_instant
-from app.notify.targets import parse_target
 from app.redaction import redact
 from app.runs import Run
+from app.schedule import OPTIONS
+from app.schedule_options import to_json as schedule_options_json
 from app.schedule_store import StoredSchedule
 
 NONE = "-"
@@ -124,26 +125,11 @@ def schedule_json(stored: StoredSchedule) -> dict[str, Any]:
         "actor": s.actor,
         "args": dict(s.args),
         "cron": s.cron,
-        "timezone": s.timezone,
         "status": status(stored),
         "paused": s.paused,
         "orphaned": stored.orphaned,
         "source": stored.source,
-        "description": s.description,
-        "misfire": str(s.misfire),
-        "catchup_window_seconds": seconds(s.catchup_window),
-        "overlap": s.overlap,
-        "lock_key": s.lock_key,
-        "max_retries": s.max_retries,
-        "min_backoff_seconds": seconds(s.min_backoff),
-        "max_backoff_seconds": seconds(s.max_backoff),
-        "timeout_seconds": seconds(s.timeout),
-        "retry_timeouts": s.retry_timeouts,
-        "jitter_seconds": seconds(s.jitter),
-        # webhook URLs are credentials; stored entries were judged when defined (link-local hosts included)
-        "notify": [parse_target(entry, allow_link_local=True).masked for entry in s.notify],
-        "notify_on_recovery": s.notify_on_recovery,
-        "after": list(s.after),
+        **schedule_options_json(OPTIONS, s),  # every option, as app/schedule.py declares it
         "next_fire_at": None if s.paused else iso(stored.next_fire_at),
         "last_state": stored.last_state,
         "created_at": iso(stored.created_at),

@@ -11,19 +11,16 @@ from datetime import datetime
 from typing import Any
 
 from app.cli import backfill, confirm, output, trigger
-from app.cli.arguments import instant, json_object, option
+from app.cli.arguments import instant, json_object
 from app.cli.database import Database, run_with_database
 from app.cli.deployment import code_schedules, registered_actors
 from app.cli.runs import cancelled_text, pending_text
-from app.consumer_timeout import MAX_DELAY
 from app.cron import next_fires, validate_timezone
-from app.durations import format_duration, parse_duration
 from app.errors import InvalidInput
-from app.misfire import parse_misfire
 from app.notify.targets import parse_target
-from app.overlap import MAX_TEMPLATE_LENGTH
 from app.runs import Pending, Run, cancel_schedule_runs, count_pending, list_runs
-from app.schedule import MAX_RETRIES, Schedule
+from app.schedule import OPTIONS, Schedule
+from app.schedule_options import parse_cli
 from app.schedule_store import (
     StoredSchedule,
     add_schedule,
@@ -49,44 +46,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--cron", metavar="EXPR", help='5 fields or an alias, e.g. "30 2 * * *", @daily (optional with --after)'
     )
-    add.add_argument("--tz", metavar="TZ", help="IANA time zone the cron is read in (default UTC)")
     add.add_argument("--args", metavar="JSON", help="keyword arguments of the actor, a JSON object")
-    add.add_argument("--misfire", metavar="skip|latest|all", help="what to do with instants missed (default latest)")
-    add.add_argument("--catchup-window", metavar="DUR", help="how far back missed instants still fire (default 1h)")
-    add.add_argument("--description", metavar="TEXT")
     add.add_argument("--paused", action="store_true", help="create it paused")
-    add.add_argument("--overlap", metavar="skip|queue|allow", help="while a run still holds the lock (default skip)")
-    add.add_argument(
-        "--lock-key",
-        metavar="TEMPLATE",
-        help='share one lock across schedules: text and {arg} fields, e.g. "reindex:{kb}"'
-        f" (at most {MAX_TEMPLATE_LENGTH} characters)",
-    )
-    add.add_argument(
-        "--max-retries", type=int, metavar="N", help=f"retries of a transient failure, 0-{MAX_RETRIES} (default 3)"
-    )
-    add.add_argument("--min-backoff", metavar="DUR", help="backoff before the first retry (default 10s)")
-    add.add_argument("--max-backoff", metavar="DUR", help="longest backoff, at most 30m (default 5m)")
-    add.add_argument("--timeout", metavar="DUR", help="a run past it is timed_out; at most 30m (default 25m)")
-    add.add_argument(
-        "--jitter",
-        metavar="DUR",
-        help=f"start each run after a random delay up to this, at most {format_duration(MAX_DELAY)} (default 0s)",
-    )
-    add.add_argument(
-        "--notify",
-        action="append",
-        metavar="TARGET",
-        help="on final failure or timeout: webhook:URL, slack:URL, feishu:URL, dingtalk:URL, wecom:URL or"
-        " mailto:ADDRESS (repeatable)",
-    )
-    add.add_argument(
-        "--after", action="append", metavar="NAME", help="run when this schedule's run succeeds (repeatable)"
-    )
-    add.add_argument("--retry-timeouts", action="store_true", help="retry an attempt that timed out")
-    add.add_argument(
-        "--notify-on-recovery", action="store_true", help="also notify on the first success after failures"
-    )
+    for spec in OPTIONS:  # one flag per option, as app/schedule.py declares it
+        shown: dict[str, Any] = {"metavar": spec.metavar} if spec.metavar else {}  # a switch takes no value
+        add.add_argument(spec.cli_flag, dest=spec.name, help=spec.help, **shown, **spec.kind.argparse)
     add.set_defaults(handler=add_command)
 
     listing = commands.add_parser("list", help="every schedule, its next fire and its last run")
@@ -143,26 +107,9 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_command(args: argparse.Namespace, settings: Settings) -> int:
-    fields: dict[str, Any] = {"description": args.description or "", "paused": args.paused}
-    if args.tz is not None:
-        fields["timezone"] = args.tz
+    fields: dict[str, Any] = {"paused": args.paused, **parse_cli(OPTIONS, args)}
     if args.args is not None:
         fields["args"] = json_object("--args", args.args)
-    if args.misfire is not None:
-        fields["misfire"] = option("--misfire", parse_misfire, args.misfire)
-    for name in ("catchup_window", "min_backoff", "max_backoff", "timeout", "jitter"):
-        text = getattr(args, name)
-        if text is not None:
-            fields[name] = option("--" + name.replace("_", "-"), parse_duration, text)
-    for name in ("overlap", "lock_key", "max_retries"):
-        if getattr(args, name) is not None:
-            fields[name] = getattr(args, name)
-    fields.update(
-        notify=tuple(args.notify or ()),
-        after=tuple(args.after or ()),
-        retry_timeouts=args.retry_timeouts,
-        notify_on_recovery=args.notify_on_recovery,
-    )
     schedule = Schedule(name=args.name, actor=args.actor, cron=args.cron, **fields).validated(
         registered_actors(), allow_link_local=settings.notify_allow_link_local
     )

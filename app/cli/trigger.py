@@ -24,6 +24,7 @@ from app.clock import publish_unpublished
 from app.db.pool import create_pool
 from app.db.queries import sql
 from app.errors import InvalidInput, PunchclockError
+from app.overlap import Overlap
 from app.publisher import Publisher
 from app.runs import Run, RunState, get_runs
 from app.schedule_store import get_schedule
@@ -63,6 +64,9 @@ def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.replace_args and args.args is None:
         raise InvalidInput("--replace-args needs --args JSON: the arguments to run with instead of the schedule's")
     override = None if args.args is None else json_object("--args", args.args)
+    # The run's args (the schedule's with --args merged over them, or --args alone) are checked against the actor
+    # when this deployment registers it; a manual run receives no upstream outputs.
+    actors = deployment.registered_actors() if override is not None else {}
 
     async def record(db: Database) -> list[int]:
         stored = await get_schedule(db.conn, args.name)
@@ -70,13 +74,14 @@ def trigger_command(args: argparse.Namespace, settings: Settings) -> int:
         options = schedule.message_options(stored.id)
         if args.force:
             options["overlap"] = "allow"
+        arguments = run_args(schedule.args, override, replace=args.replace_args)
+        if override is not None:
+            try:
+                schedule.check_args(arguments, actors.get(schedule.actor), overlap=Overlap(options["overlap"]))
+            except InvalidInput as exc:
+                raise InvalidInput(f"invalid --args: {exc}") from None
         run_id: int = await db.conn.fetchval(
-            sql("insert_manual_run"),
-            stored.id,
-            schedule.name,
-            schedule.actor,
-            run_args(schedule.args, override, replace=args.replace_args),
-            options,
+            sql("insert_manual_run"), stored.id, schedule.name, schedule.actor, arguments, options
         )
         return [run_id]
 

@@ -247,6 +247,31 @@ HOW_LOCK_KEY = 'write plain {name} fields naming keyword arguments, like "reinde
             f"invalid --args '{{\"n\": {'1' * 94}'… (5,007 characters): a number has more than 4300 digits;"
             " pass it as a string",
         ),
+        # args that do not fit the actor: every run would fail with a TypeError in the worker
+        (
+            ["--args", '{"nosuchparam": 1}'],
+            'args of schedule "bad" do not fit: actor "probe" has no parameter "nosuchparam": it takes seconds,'
+            ' fail_times, output, url, permanent, upstream, record; remove "nosuchparam" from the args',
+        ),
+        (
+            ["--actor", "run_workflow", "--args", '{"workflow": "daily_breif"}'],
+            'args of schedule "bad" do not fit: actor "run_workflow" has no workflow "daily_breif": this deployment'
+            " has daily_brief, dify",
+        ),
+        (
+            ["--actor", "run_workflow"],
+            'args of schedule "bad" do not fit: actor "run_workflow" needs the parameter "workflow": add it to the'
+            ' args (e.g. {"workflow": ...})',
+        ),
+        (
+            ["--actor", "dify", "--args", '{"app": "weather"}'],
+            'args of schedule "bad" do not fit: actor "dify" has no app "weather": this deployment has none',
+        ),
+        (
+            ["--lock-key", "reindex:{kb}", "--args", '{"seconds": 1}'],
+            'lock_key "reindex:{kb}" names "kb", which the args of schedule "bad" lack (they have seconds): add "kb"'
+            " to the args or change the lock key",
+        ),
         # bounds: past them PostgreSQL, RabbitMQ or the tick would fail later, with an error of their own
         (
             ["--max-retries", "100000000000"],
@@ -321,7 +346,7 @@ async def test_add_worker_side_options_round_trip(
     capsys.readouterr()
     options = [
         "--overlap", "queue",
-        "--lock-key", "reindex:{kb}",
+        "--lock-key", "reindex:{output}",
         "--max-retries", "5",
         "--min-backoff", "2s",
         "--max-backoff", "1m30s",
@@ -333,7 +358,7 @@ async def test_add_worker_side_options_round_trip(
         "--retry-timeouts",
         "--notify-on-recovery",
     ]  # fmt: skip
-    assert await cli("schedules", "add", "report", "--actor", "probe", "--args", '{"kb": "docs"}', *options) == 0
+    assert await cli("schedules", "add", "report", "--actor", "probe", "--args", '{"output": "docs"}', *options) == 0
     out = capsys.readouterr().out
     assert out == 'created schedule "report": probe after nightly succeeds\n'
 
@@ -344,7 +369,7 @@ async def test_add_worker_side_options_round_trip(
         "cron": None,
         "next_fire_at": None,
         "overlap": "queue",
-        "lock_key": "reindex:{kb}",
+        "lock_key": "reindex:{output}",
         "max_retries": 5,
         "min_backoff": timedelta(seconds=2),
         "max_backoff": timedelta(seconds=90),
@@ -364,7 +389,7 @@ async def test_add_worker_side_options_round_trip(
         "next_fire_at": None,
         "next_fires": [],
         "overlap": "queue",
-        "lock_key": "reindex:{kb}",
+        "lock_key": "reindex:{output}",
         "max_retries": 5,
         "min_backoff_seconds": 2,
         "max_backoff_seconds": 90,
@@ -391,7 +416,7 @@ async def test_add_worker_side_options_round_trip(
     out = capsys.readouterr().out
     for expected in (
         "overlap:      queue",
-        "lock key:     reindex:{kb}",
+        "lock key:     reindex:{output}",
         "max retries:  5",
         "backoff:      2s to 1m30s",
         "timeout:      30m (retried)",
@@ -407,10 +432,10 @@ async def test_add_worker_side_options_round_trip(
 async def test_add_accepts_each_bound_itself(
     punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    template = "k" * 196 + "{kb}"  # 200 characters
+    template = "k" * 192 + "{output}"  # 200 characters
     options = ["--jitter", "25m", "--max-retries", "100", "--catchup-window", "3650d", "--lock-key", template]
     big = "9" * 4300  # as many digits as Python reads, far fewer than jsonb's numeric holds
-    args = '{"kb": "docs", "big": ' + big + r', "tiny": 1e-300, "text": "\u00e9\ud83d\ude00"}'
+    args = '{"output": {"big": ' + big + r', "tiny": 1e-300, "text": "\u00e9\ud83d\ude00"}}'
     assert (
         await cli("schedules", "add", "edge", "--actor", "probe", "--cron", "0 * * * *", "--args", args, *options) == 0
     )
@@ -423,7 +448,7 @@ async def test_add_accepts_each_bound_itself(
         timedelta(days=3650),
         template,
     )
-    assert row["args"] == {"kb": "docs", "big": int(big), "tiny": 1e-300, "text": "\u00e9\U0001f600"}
+    assert row["args"] == {"output": {"big": int(big), "tiny": 1e-300, "text": "\u00e9\U0001f600"}}
 
 
 async def test_add_refuses_a_duplicate_name(
@@ -617,6 +642,33 @@ async def test_trigger_refuses_args_postgresql_cannot_store(
     assert captured.err.startswith(f"punchclock: error: invalid --args {args!r}: {message}"), captured.err
     assert await pool.fetchval("SELECT count(*) FROM runs") == 0
     assert await asyncio.to_thread(take_messages, QUEUE) == []
+
+
+async def test_trigger_refuses_args_the_actor_does_not_take(
+    punchclock_env: dict[str, str], pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_nightly("--lock-key", "nightly:{output}", "--args", '{"output": "a"}')
+    await asyncio.to_thread(purge_queue, QUEUE)
+    capsys.readouterr()
+
+    assert await cli("schedules", "trigger", "nightly", "--args", '{"nosuchparam": 1}') == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        'punchclock: error: invalid --args: args of schedule "nightly" do not fit: actor "probe" has no parameter'
+        ' "nosuchparam": it takes seconds, fail_times, output, url, permanent, upstream, record; remove'
+        ' "nosuchparam" from the args\n',
+    )
+    # the run's args are checked as the run gets them: merged over the schedule's, or alone with --replace-args
+    assert await cli("schedules", "trigger", "nightly", "--replace-args", "--args", '{"seconds": 0}') == 2
+    assert 'lock_key "nightly:{output}" names "output", which the args of schedule' in capsys.readouterr().err
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+    assert await asyncio.to_thread(take_messages, QUEUE) == []
+    # --force takes no lease: the lock key's fields need not be there
+    assert await cli("schedules", "trigger", "nightly", "--force", "--replace-args", "--args", '{"seconds": 0}') == 0
+    assert await pool.fetchval("SELECT args FROM runs") == {"seconds": 0}
+    assert await cli("schedules", "trigger", "nightly", "--args", '{"seconds": 0}') == 0  # output stays: a's key
+    assert await pool.fetchval("SELECT args FROM runs ORDER BY id DESC LIMIT 1") == {"output": "a", "seconds": 0}
 
 
 async def test_trigger_force_allows_overlap(

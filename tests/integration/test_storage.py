@@ -106,7 +106,7 @@ async def test_schedules_round_trip_every_field(pool: asyncpg.Pool[Any]) -> None
         name="full",
         actor="probe",
         cron="30 2 * * 1-5",
-        args={"k": [1, "two"]},
+        args={"k": [1, "two"], "kb": "docs"},
         timezone="Asia/Shanghai",
         misfire="all",
         catchup_window=timedelta(minutes=90),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,11 +31,21 @@ def test_settings_defaults_and_overrides() -> None:
         ({"PUNCHCLOCK_CONFIRM_DELIVERY": "maybe"}, 'PUNCHCLOCK_CONFIRM_DELIVERY="maybe": use true or false'),
         ({"PUNCHCLOCK_DATABASE_URL": "mysql://x"}, "PUNCHCLOCK_DATABASE_URL must start with postgresql://"),
         ({"PUNCHCLOCK_LOG_FORMAT": "xml"}, 'PUNCHCLOCK_LOG_FORMAT="xml": use text or json'),
+        (
+            {"PUNCHCLOCK_LOG_LEVEL": "LOUD"},
+            'PUNCHCLOCK_LOG_LEVEL="LOUD": use one of DEBUG, INFO, WARNING, ERROR (default INFO)',
+        ),
+        ({"PUNCHCLOCK_LOG_LEVEL": "CRITICAL"}, 'PUNCHCLOCK_LOG_LEVEL="CRITICAL": use one of DEBUG, INFO'),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "info", "Warning", "ERROR"])
+def test_each_log_level_is_read_in_any_case(level: str) -> None:
+    assert Settings.from_env({"PUNCHCLOCK_LOG_LEVEL": level}).log_level == level
 
 
 def test_a_valid_schedule_is_normalised() -> None:
@@ -68,7 +79,7 @@ def test_a_valid_schedule_is_normalised() -> None:
             InvalidInput,
             'invalid jitter 10d for schedule "a": must be at most 25m: a run waits out its jitter as a message held'
             " unacknowledged, which RabbitMQ redelivers once held past its consumer_timeout (30m by default, less a"
-            " margin); to go higher, raise consumer_timeout on the broker first (see the README)",
+            " margin); to go higher, raise consumer_timeout on the broker first (see docs/operations.md)",
         ),
         (Schedule("a", "probe", "* * * * *", jitter=timedelta(minutes=25, milliseconds=1)), InvalidInput, "25m1ms"),
         (

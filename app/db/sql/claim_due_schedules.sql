@@ -1,6 +1,6 @@
--- Lock a batch of due schedules; SKIP LOCKED lets concurrent ticks take disjoint batches.
-SELECT id, name, actor, args, cron, timezone, misfire, catchup_window, next_fire_at,
-       max_retries, min_backoff, max_backoff, timeout, overlap, lock_key, retry_timeouts, jitter, after
+-- Lock a batch of due schedules; SKIP LOCKED lets concurrent ticks take disjoint batches. Every column: the
+-- tick reads the schedule's options (app/schedule.py) by name into the runs' message options.
+SELECT *
 FROM schedules
 WHERE NOT paused AND next_fire_at <= $1
 ORDER BY next_fire_at
