@@ -1,4 +1,5 @@
-"""The embedded PostgreSQL 16 + pgvector (PyPI ``pgserver``) used when no ``PUNCHCLOCK_DATABASE_URL`` is set.
+"""The embedded PostgreSQL 16 + pgvector (PyPI ``pgserver``, the ``embedded`` extra) used when no
+``PUNCHCLOCK_DATABASE_URL`` is set.
 
 Every punchclock process on the machine (workers, clock, CLI, tests) shares one server per data directory:
 the first to arrive starts it and none stops it (``cleanup_mode=None``), so a CLI call never pulls the
@@ -15,6 +16,12 @@ from pathlib import Path
 from app.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
+# pgserver is the optional `embedded` extra: it ships x86_64 PostgreSQL binaries a real deployment never uses.
+MISSING_EXTRA = (
+    "PUNCHCLOCK_DATABASE_URL is not set and the embedded PostgreSQL is not installed:"
+    " pip install 'punchclock[embedded]' (make dev and make test do), or set PUNCHCLOCK_DATABASE_URL"
+    " to a PostgreSQL server (postgresql://user:pass@host:5432/db)"
+)
 
 
 def embedded_database_url(pgdata: Path, database: str = "postgres") -> str:
@@ -24,10 +31,8 @@ def embedded_database_url(pgdata: Path, database: str = "postgres") -> str:
             # platformdirs warns on import when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server
-    except ImportError:  # pragma: no cover - pgserver is a core dependency
-        raise ConfigurationError(
-            "the embedded PostgreSQL needs the pgserver package: pip install pgserver, or set PUNCHCLOCK_DATABASE_URL"
-        ) from None
+    except ImportError:  # the embedded extra is not installed (the Docker image, an ARM host)
+        raise ConfigurationError(MISSING_EXTRA) from None
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with open(pgdata.parent / f".{pgdata.name}.lock", "w") as lock:
