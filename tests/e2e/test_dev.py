@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import Process, punchclock, query, wait_for
+from tests.e2e.processes import BIN, Process, punchclock, query, wait_for
+from tests.services import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -38,3 +41,29 @@ def test_make_dev_runs_the_example_schedules_and_stops_cleanly(punchclock_env: d
     assert "punchclock dev: stopped" in dev.output(), dev.output()
     # Ctrl-C reaches make too, which dies of it once punchclock has stopped; a hang or a crash would differ.
     assert code in (0, 2, -signal.SIGINT), dev.output()
+
+
+def test_dev_stops_on_ctrl_c_when_its_stdout_is_gone(punchclock_env: dict[str, str], tmp_path: Path) -> None:
+    # `make dev | tee dev.log`, then Ctrl-C: tee dies of it too, so dev's stop message meets a closed pipe. Here
+    # the reader is `head`, which exits after dev's start-up lines, before the Ctrl-C.
+    env = {**os.environ, **punchclock_env, "PUNCHCLOCK_DATA_DIR": str(tmp_path)}
+    with open(tmp_path / "dev.err", "wb") as err, open(tmp_path / "head.out", "wb") as out:
+        dev = subprocess.Popen([str(BIN / "punchclock"), "dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err)
+        assert dev.stdout is not None
+        head = subprocess.Popen(["head", "-n", "6"], stdin=dev.stdout, stdout=out)
+        dev.stdout.close()  # head holds the only reading end: once it exits, dev's writes fail with EPIPE
+        try:
+            wait_for(lambda: head.poll() is not None, 120, "dev's start-up lines to reach head, which then exits")
+            assert "punchclock dev: running" in (tmp_path / "head.out").read_text()
+            dev.send_signal(signal.SIGINT)
+            try:
+                code: int | None = dev.wait(60)
+            except subprocess.TimeoutExpired:
+                code = None  # the hang this test is about
+        finally:
+            if dev.poll() is None:
+                dev.kill()
+                dev.wait(10)
+    log = (tmp_path / "dev.err").read_text(errors="replace")
+    assert code == 0, log
+    assert "action=dev_stopped" in log, log
