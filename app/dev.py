@@ -13,9 +13,9 @@ import logging
 import os
 import signal
 import threading
-from pathlib import Path
 from types import FrameType
 
+from app import dev_lock
 from app.broker import MEMORY_BROKER
 from app.console import say
 from app.redaction import redact, redact_url
@@ -26,19 +26,6 @@ TICK_EVERY_SECONDS = 1.0
 DEV_WORKER_THREADS = 4
 # How long Ctrl-C waits for running actors before the process exits without them.
 DEV_STOP_WAIT_SECONDS = 10
-# While dev runs, its pid sits here: the CLI in another terminal then records runs for dev's ticker to
-# publish instead of sending them to a RabbitMQ that no dev worker listens to.
-DEV_MARKER = "dev.pid"
-
-
-def dev_running(data_dir: Path) -> bool:
-    """Whether a ``punchclock dev`` using ``data_dir`` is alive."""
-    try:
-        pid = int((data_dir / DEV_MARKER).read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def run_dev() -> int:
@@ -66,10 +53,12 @@ def run_dev() -> int:
     ticks = tracer_from(wiring.tracer_provider, "punchclock.clock")
 
     settings = wiring.settings
+    # Before the database: a second dev on this data directory is refused having touched nothing. Held until the
+    # process ends; while it is, the CLI in another terminal leaves runs to this dev's ticker (app/cli/main.py).
+    dev_lock.claim(settings.data_dir)
     url = database_url(settings)  # starts the embedded server now, so its location can be printed
     where = (settings.database_url and "PUNCHCLOCK_DATABASE_URL") or f"embedded PostgreSQL in {settings.pgdata}"
     worker = dramatiq.Worker(wiring.broker, worker_threads=DEV_WORKER_THREADS)
-    marker = settings.data_dir / DEV_MARKER
     try:
         worker.start()  # boots the middleware: opens the pool, migrates, syncs schedules.py
         wiring.database.run(lambda pool: pool.fetchval("SELECT 1"))
@@ -82,8 +71,6 @@ def run_dev() -> int:
         say(f"  schedules  from {settings.schedules_module or '(none)'}.py: {names}")
         say("  try        punchclock schedules list   |   punchclock runs list   |   Ctrl-C to stop")
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(os.getpid()))
         while not stop.wait(TICK_EVERY_SECONDS):
             try:
                 with ticks.start_as_current_span("tick"):  # as the worker's Tracing middleware names it
@@ -97,7 +84,6 @@ def run_dev() -> int:
     finally:
         # Whatever happened above (a failed start, a closed stdout), the worker is stopped: its threads would
         # otherwise keep the process alive.
-        marker.unlink(missing_ok=True)
         say(f"punchclock dev: stopping (waiting up to {DEV_STOP_WAIT_SECONDS} s for running actors)")
         worker.stop(timeout=DEV_STOP_WAIT_SECONDS * 1000)
         shutdown_tracing(wiring.tracer_provider)

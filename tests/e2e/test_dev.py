@@ -25,6 +25,12 @@ def test_make_dev_runs_the_example_schedules_and_stops_cleanly(punchclock_env: d
         out = dev.output()
         assert "in-memory broker" in out and "heartbeat, nightly-check" in out
 
+        # A second dev on the same data directory is refused, naming the first and the directory.
+        pid = (tmp_path / "dev.pid").read_text()
+        second = punchclock("dev", env=env)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"already running on {tmp_path} (pid {pid})" in second.stderr, second.stderr
+
         # A second terminal with no broker set: the CLI sees dev running and leaves the run to dev's ticker.
         triggered = punchclock("schedules", "trigger", "heartbeat", env=env, unset=("PUNCHCLOCK_BROKER_URL",))
         assert triggered.returncode == 0, triggered.stderr
