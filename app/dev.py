@@ -4,7 +4,9 @@ The embedded PostgreSQL (unless ``PUNCHCLOCK_DATABASE_URL`` is set), Dramatiq's 
 threads and the full middleware stack, and a ticker thread in place of periodiq that runs the same ``tick``
 every second (so runs recorded by ``punchclock schedules trigger`` in another terminal start within a second).
 Ctrl-C stops the ticker, lets running actors finish (up to ``DEV_STOP_WAIT_SECONDS``), and exits 0, whatever
-became of stdout (``make dev | tee dev.log`` loses tee to the same Ctrl-C); a second Ctrl-C exits at once.
+became of stdout (``make dev | tee dev.log`` loses tee to the same Ctrl-C); a second Ctrl-C exits at once. Runs
+not finished by then are handed back: the next ``punchclock dev`` takes them over at its start, as it takes over
+those of a dev that was killed (app/dev_handover.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import signal
 import threading
 from types import FrameType
 
-from app import dev_lock
+from app import dev_handover, dev_lock
 from app.broker import MEMORY_BROKER
 from app.console import say
 from app.redaction import redact, redact_url
@@ -61,7 +63,10 @@ def run_dev() -> int:
     worker = dramatiq.Worker(wiring.broker, worker_threads=DEV_WORKER_THREADS)
     try:
         worker.start()  # boots the middleware: opens the pool, migrates, syncs schedules.py
-        wiring.database.run(lambda pool: pool.fetchval("SELECT 1"))
+        # Before the first tick: what a previous dev left (its queued messages, its attempts) goes back to work.
+        taken = wiring.database.run(
+            lambda pool: dev_handover.take_over(pool, wiring.recovery, batch=settings.tick_batch)
+        )
 
         say("punchclock dev: running")
         say(f"  database   {where} ({redact_url(url.split('?')[0])})")
@@ -69,6 +74,8 @@ def run_dev() -> int:
         say(f"  clock      a ticker thread, every {TICK_EVERY_SECONDS:g} s (periodiq is not needed)")
         names = ", ".join(s.name for s in wiring.schedules) or "none"
         say(f"  schedules  from {settings.schedules_module or '(none)'}.py: {names}")
+        if taken.total:
+            say(f"  resumed    {taken.total} run(s) the last dev did not finish: {taken.text()}")
         say("  try        punchclock schedules list   |   punchclock runs list   |   Ctrl-C to stop")
 
         while not stop.wait(TICK_EVERY_SECONDS):
@@ -87,6 +94,12 @@ def run_dev() -> int:
         say(f"punchclock dev: stopping (waiting up to {DEV_STOP_WAIT_SECONDS} s for running actors)")
         worker.stop(timeout=DEV_STOP_WAIT_SECONDS * 1000)
         shutdown_tracing(wiring.tracer_provider)
-        logger.info("punchclock dev stopped", extra={"action": "dev_stopped"})
-        say("punchclock dev: stopped")
+        # Not lost: still queued or running past the wait, they are left as they are, for the next start to take
+        # over (app/dev_handover.py).
+        handed_back = dev_handover.unfinished(url)
+        logger.info("punchclock dev stopped", extra={"action": "dev_stopped", "handed_back": handed_back})
+        if handed_back is None:
+            say("punchclock dev: stopped; runs not finished, if any, are taken over by the next punchclock dev")
+        else:
+            say(f"punchclock dev: stopped; {handed_back} run(s) not finished handed back to the next punchclock dev")
     return 0

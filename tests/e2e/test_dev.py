@@ -73,3 +73,93 @@ def test_dev_stops_on_ctrl_c_when_its_stdout_is_gone(punchclock_env: dict[str, s
     log = (tmp_path / "dev.err").read_text(errors="replace")
     assert code == 0, log
     assert "action=dev_stopped" in log, log
+
+
+def dev_process(env: dict[str, str], log: Path) -> Process:
+    dev = Process([str(BIN / "punchclock"), "dev"], env, log)
+    wait_for(lambda: "Ctrl-C to stop" in dev.output(), 120, "dev mode to start")
+    return dev
+
+
+def states(url: str) -> dict[str, str]:
+    return {row["name"]: row["state"] for row in query(url, "SELECT schedule_name AS name, state FROM runs")}
+
+
+def test_dev_takes_over_the_runs_of_a_dev_that_was_killed(punchclock_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**punchclock_env, "PUNCHCLOCK_DATA_DIR": str(tmp_path)}
+    url = env["PUNCHCLOCK_DATABASE_URL"]
+    cli = {"env": env, "unset": ("PUNCHCLOCK_BROKER_URL",)}  # the CLI of a second terminal, as make dev's user has
+    dev = dev_process(env, tmp_path / "dev.log")
+    try:
+        for name, seconds in (("cancelled", "120"), ("kept", "8")):
+            added = punchclock(
+                "schedules",
+                "add",
+                name,
+                "--actor",
+                "probe",
+                "--cron",
+                "0 0 1 1 *",
+                "--args",
+                f'{{"seconds": {seconds}}}',
+                **cli,
+            )
+            assert added.returncode == 0, added.stderr
+            assert punchclock("schedules", "trigger", name, **cli).returncode == 0
+        wait_for(lambda: states(url) == {"kept": "running", "cancelled": "running"}, 60, "both runs to start")
+    finally:
+        dev.stop(signal.SIGKILL)
+    assert states(url) == {"kept": "running", "cancelled": "running"}  # a hard kill: nobody finishes them
+    cancel = punchclock(
+        "runs", "cancel", str(query(url, "SELECT id FROM runs WHERE schedule_name = 'cancelled'")[0]["id"]), **cli
+    )
+    assert cancel.returncode == 0, cancel.stderr
+
+    again = dev_process(env, tmp_path / "dev-again.log")
+    try:
+        assert "resumed    2 run(s)" in again.output(), again.output()
+        wait_for(
+            lambda: states(url) == {"kept": "succeeded", "cancelled": "cancelled"},
+            60,
+            "the next dev to finish the killed dev's run and the cancelled one",
+        )
+        lost = query(url, "SELECT count(*) AS n FROM run_attempts WHERE state = 'lost'")[0]["n"]
+        assert lost == 1  # kept's first attempt; cancelled was ended as cancelled, its attempt with it
+    finally:
+        assert again.stop(signal.SIGINT, timeout=60) == 0, again.output()
+
+
+def test_dev_hands_back_what_it_did_not_finish_at_ctrl_c(punchclock_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**punchclock_env, "PUNCHCLOCK_DATA_DIR": str(tmp_path)}
+    url = env["PUNCHCLOCK_DATABASE_URL"]
+    cli = {"env": env, "unset": ("PUNCHCLOCK_BROKER_URL",)}
+    dev = dev_process(env, tmp_path / "dev.log")
+    try:
+        args = ("--actor", "probe", "--cron", "0 0 1 1 *", "--args", '{"seconds": 12}')
+        assert punchclock("schedules", "add", "slow", *args, **cli).returncode == 0
+        # three instants, run one after the other: one running, two waiting in dev's in-memory queues
+        backfill = punchclock(
+            "schedules", "backfill", "slow", "--from", "2020-01-01T00:00Z", "--to", "2022-01-01T00:00Z", **cli
+        )
+        assert backfill.returncode == 0, backfill.stderr
+        wait_for(
+            lambda: sorted(states_of(url)) == ["enqueued", "enqueued", "running"],
+            60,
+            "one backfill run to start while the others wait in memory",
+        )
+    finally:
+        code = dev.stop(signal.SIGINT, timeout=60)
+    assert code == 0, dev.output()
+    unfinished = [state for state in states_of(url) if state != "succeeded"]
+    assert len(unfinished) >= 2, unfinished  # the two in memory at least (the running one may have finished)
+    assert f"{len(unfinished)} run(s) not finished handed back" in dev.output(), dev.output()
+
+    again = dev_process(env, tmp_path / "dev-again.log")
+    try:
+        wait_for(lambda: states_of(url) == ["succeeded"] * 3, 120, "the next dev to run the three instants")
+    finally:
+        assert again.stop(signal.SIGINT, timeout=60) == 0, again.output()
+
+
+def states_of(url: str) -> list[str]:
+    return [row["state"] for row in query(url, "SELECT state FROM runs ORDER BY scheduled_for")]
