@@ -11,6 +11,7 @@ those of a dev that was killed (app/dev_handover.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -37,7 +38,10 @@ def run_dev() -> int:
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # a second Ctrl-C: whatever the first is waiting for, the user wants out now
-            say(f"punchclock dev: {signal.Signals(signum).name} again, exiting without waiting", err=True)
+            # os.write, not print: the main thread may be inside a print, which a print here would break off
+            # with "reentrant call" before the exit.
+            with contextlib.suppress(OSError):
+                os.write(2, f"punchclock dev: {signal.Signals(signum).name} again, exiting now\n".encode())
             os._exit(128 + signum)
         stop.set()
 

@@ -163,3 +163,24 @@ def test_dev_hands_back_what_it_did_not_finish_at_ctrl_c(punchclock_env: dict[st
 
 def states_of(url: str) -> list[str]:
     return [row["state"] for row in query(url, "SELECT state FROM runs ORDER BY scheduled_for")]
+
+
+def test_a_second_ctrl_c_stops_dev_without_waiting(punchclock_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**punchclock_env, "PUNCHCLOCK_DATA_DIR": str(tmp_path)}
+    url = env["PUNCHCLOCK_DATABASE_URL"]
+    cli = {"env": env, "unset": ("PUNCHCLOCK_BROKER_URL",)}
+    dev = dev_process(env, tmp_path / "dev.log")
+    try:
+        args = ("--actor", "probe", "--cron", "0 0 1 1 *", "--args", '{"seconds": 120}')
+        assert punchclock("schedules", "add", "long", *args, **cli).returncode == 0
+        assert punchclock("schedules", "trigger", "long", **cli).returncode == 0
+        wait_for(lambda: states_of(url) == ["running"], 60, "the long run to start")
+        dev.popen.send_signal(signal.SIGINT)
+        wait_for(lambda: "punchclock dev: stopping" in dev.output(), 30, "dev to wait for its running actor")
+        dev.popen.send_signal(signal.SIGINT)
+        code = dev.stop(signal.SIGINT, timeout=60)  # one more, as an impatient user sends it; then waits
+    finally:
+        if dev.popen.poll() is None:
+            dev.stop(signal.SIGKILL)
+    assert code == 128 + signal.SIGINT, dev.output()  # the forced exit, not the graceful 0 after the wait
+    assert "SIGINT again, exiting now" in dev.output()
