@@ -37,8 +37,9 @@ def status_command(args: argparse.Namespace, settings: Settings) -> int:
     if server is None:
         print("server          stopped (the next command that needs it starts it)")
     else:
-        where = f", socket {server.socket_dir}" if server.socket_dir else ""
-        print(f"server          running, pid {server.pid}, port {server.port}{where} (punchclock db stop stops it)")
+        # pgserver listens on a unix socket only; the port just names it
+        where = f"socket {server.socket_dir}/.s.PGSQL.{server.port}" if server.socket_dir else f"port {server.port}"
+        print(f"server          running, pid {server.pid}, {where} (punchclock db stop stops it)")
     print(f"punchclock dev  {'running, pid ' + str(dev) if dev is not None else 'not running'}")
     if settings.database_url:
         print("note            PUNCHCLOCK_DATABASE_URL is set: commands use that database, not this one")
