@@ -1,6 +1,7 @@
 # make dev   — the embedded stack (PostgreSQL, in-memory broker, ticker, the schedules in schedules.py)
 # make test  — lint, type-check and the test suite against RabbitMQ on 127.0.0.1:5672 and the embedded PostgreSQL
-# Both create .venv with python3 and (re)install the project when pyproject.toml changes.
+# Both create .venv with python3 and (re)install the project with its dev and embedded extras when
+# pyproject.toml changes.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -36,7 +37,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
 	touch $@
 
 # Leaves .punchclock/ (the embedded database) alone: remove it by hand to start from an empty database.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 
+from app.data_dir import find_data_dir
 from app.errors import ConfigurationError, InvalidInput
 from app.retention import parse_retention
 
@@ -26,7 +27,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 class Settings:
     """Everything punchclock reads from its environment.
 
-    ``database_url`` empty means: start (or join) the embedded PostgreSQL in ``data_dir/pgdata``.
+    ``database_url`` empty means: start (or join) the embedded PostgreSQL in ``data_dir/pgdata``. ``from_env``
+    resolves ``data_dir`` (app/data_dir.py: ``PUNCHCLOCK_DATA_DIR``, else the project's ``.punchclock``, else a
+    per-user directory); the default here serves only settings built by hand.
     """
 
     database_url: str = ""
@@ -82,6 +85,8 @@ class Settings:
             if raw is None:
                 continue
             values[field.name] = _convert(variable, raw.strip(), field.type)
+        # Never the bare relative default: from any folder, the CLI must find the database dev created.
+        values["data_dir"] = find_data_dir(Path.cwd(), env, Path.home())
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
         return settings

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from app.console import say
 from app.db.migrate import migrate
 from app.db.pool import connect, database_url
 from app.db.queries import sql
@@ -41,13 +42,17 @@ class Database:
         return now
 
 
-def run_with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    """Run ``work`` on a fresh, migrated connection in its own event loop."""
-    return asyncio.run(_session(settings, work))
+def run_with_database(settings: Settings, work: Callable[[Database], Awaitable[T]], *, create: bool = False) -> T:
+    """Run ``work`` on a fresh, migrated connection in its own event loop. The embedded database is created only
+    with ``create`` (``punchclock migrate``): any other command run where none exists says how to create one."""
+    if not settings.database_url:
+        # Which of possibly several embedded databases this is; on stderr, so `--json` output stays clean.
+        say(f"punchclock: embedded PostgreSQL in {settings.pgdata}", err=True)
+    return asyncio.run(_session(settings, work, create))
 
 
-async def _session(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    url = database_url(settings)
+async def _session(settings: Settings, work: Callable[[Database], Awaitable[T]], create: bool) -> T:
+    url = database_url(settings, create=create)
     shown = redact_url(url)
     try:
         conn = await connect(url)

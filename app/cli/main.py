@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from app.broker import MEMORY_BROKER
-from app.cli import runs, schedules, stats
+from app.cli import db, runs, schedules, stats
 from app.cli.database import Database, run_with_database
-from app.dev import dev_running
+from app.dev_lock import dev_pid
 from app.errors import InvalidInput, NotFound, PunchclockError
 from app.logs import quiet_root_logging
 from app.redaction import redact, register_settings
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.register(commands.add_parser("schedules", help="add, list, show, pause, trigger … schedules"))
     runs.register(commands.add_parser("runs", help="the run history; cancel or retry a run"))
     stats.register(commands.add_parser("stats", help="per schedule: runs by state, success rate, p50/p95 duration"))
+    db.register(commands.add_parser("db", help="the embedded PostgreSQL: status, stop"))
     commands.add_parser(
         "dev", help="the whole stack in one process: embedded PostgreSQL, in-memory broker, a ticker"
     ).set_defaults(handler=dev_command)
@@ -78,7 +79,7 @@ def cli_settings() -> Settings:
     RabbitMQ that no dev worker reads."""
     settings = Settings.from_env()
     register_settings(settings)
-    if "PUNCHCLOCK_BROKER_URL" not in os.environ and dev_running(settings.data_dir):
+    if "PUNCHCLOCK_BROKER_URL" not in os.environ and dev_pid(settings.data_dir) is not None:
         return replace(settings, broker_url=MEMORY_BROKER)
     return settings
 
@@ -104,7 +105,7 @@ def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
     async def applied(db: Database) -> list[str]:
         return db.migrated  # the session migrates before any command runs
 
-    names = run_with_database(settings, applied)
+    names = run_with_database(settings, applied, create=True)
     for name in names:
         print(f"applied {name}")
     print(f"applied {len(names)} migration(s)" if names else "database is up to date")

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     Executor: TypeAlias = Connection | Pool
 
 
-def database_url(settings: Settings) -> str:
-    """The configured URL, or the embedded server's (started on first use)."""
-    return settings.database_url or embedded_database_url(settings.pgdata)
+def database_url(settings: Settings, *, create: bool = True) -> str:
+    """The configured URL, or the embedded server's (started on first use; initialised only with ``create``)."""
+    return settings.database_url or embedded_database_url(settings.pgdata, create=create)
 
 
 async def _init_connection(conn: Connection) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,10 @@ from app.transient import MAX_RETRY_DELAY_MS
 
 
 def test_settings_defaults_and_overrides() -> None:
-    assert Settings.from_env({}) == Settings()
+    from_env = Settings.from_env({})
+    # the data directory is resolved (app/data_dir.py, tests/unit/test_data_dir.py), never left relative
+    assert from_env.data_dir.is_absolute()
+    assert dataclasses.replace(from_env, data_dir=Settings().data_dir) == Settings()
     assert Settings().broker_url == DEFAULT_BROKER_URL
     s = Settings.from_env(
         {"PUNCHCLOCK_TICK_BATCH": "50", "PUNCHCLOCK_CONFIRM_DELIVERY": "no", "PUNCHCLOCK_DATA_DIR": "/tmp/x"}
