@@ -186,7 +186,7 @@ def readme_cli_commands() -> list[list[str]]:
     return [words for line in joined.splitlines() if (words := shlex.split(line, comments=True))]
 
 
-def test_the_cli_sequence_runs_top_to_bottom(punchclock_env: dict[str, str], clean_queues: str) -> None:
+def test_the_cli_sequence_runs_top_to_bottom(punchclock_env: dict[str, str], clean_queues: str, tmp_path: Path) -> None:
     commands = readme_cli_commands()
     assert all(words[0] == "punchclock" for words in commands)
     assert commands[-1] == ["punchclock", "dev"]  # runs until Ctrl-C: tests/e2e/test_dev.py covers it
@@ -194,7 +194,10 @@ def test_the_cli_sequence_runs_top_to_bottom(punchclock_env: dict[str, str], cle
     manual: int | None = None
     for words in commands[:-1]:
         args = [str(manual) if word == RUN_ID and manual is not None else word for word in words[1:]]
-        result = punchclock(*args, env=punchclock_env)
+        # `db status|stop` act on the embedded PostgreSQL: an empty data directory of this test's, never the
+        # project's (the test database lives in the project's .punchclock/)
+        env = {**punchclock_env, "PUNCHCLOCK_DATA_DIR": str(tmp_path)} if args[0] == "db" else punchclock_env
+        result = punchclock(*args, env=env)
         assert result.returncode == 0, f"{shlex.join(words)}: {result.stderr}"
         if manual is None and args[:2] == ["schedules", "trigger"]:
             manual = query(url, "SELECT min(id) AS id FROM runs WHERE trigger = 'manual'")[0]["id"]
