@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from app.durations import format_duration
+from app.instants import format_instant
 from app.notify.targets import TargetKind
 
 Event = Literal["failure", "recovery"]
@@ -57,7 +58,7 @@ def message_text(event: RunEvent) -> tuple[str, str]:
         f"state: {event.state}",
         f"attempts: {event.attempts}",
         f"duration: {duration}",
-        f"scheduled for: {event.scheduled_for.isoformat()}",
+        f"scheduled for: {format_instant(event.scheduled_for)}",
         f"trace id: {event.trace_id or 'none'}",
         f"error: {error}",
     ]
@@ -77,7 +78,7 @@ def webhook_body(kind: TargetKind, event: RunEvent) -> dict[str, Any]:
             "attempts": event.attempts,
             "duration_seconds": event.duration_seconds,
             "trace_id": event.trace_id,
-            "scheduled_for": event.scheduled_for.isoformat(),
+            "scheduled_for": format_instant(event.scheduled_for, milliseconds=True),  # as the CLI's JSON
             "subject": subject,
             "text": text,
         }

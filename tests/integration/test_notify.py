@@ -196,7 +196,7 @@ async def test_each_webhook_kind_gets_exactly_one_message_with_its_body(
         "attempts": 3,
         "duration_seconds": 90.0,
         "trace_id": "trace-abc",
-        "scheduled_for": "2026-05-01T02:00:00+00:00",
+        "scheduled_for": "2026-05-01T02:00:00.000Z",
         "subject": f'[punchclock] schedule "nightly-report" failed: run {run_id}',
         "text": text,
     }

@@ -40,7 +40,7 @@ def test_message_text_names_everything() -> None:
         "state: failed",
         "attempts: 3",
         "duration: 12s500ms",
-        "scheduled for: 2024-05-01T02:00:00+00:00",
+        "scheduled for: 2024-05-01T02:00:00Z",
         "trace id: 4bf92f3577b34da6a3ce929d0e0e4736",
         "error: ValueError: boom",
     ]
@@ -71,7 +71,7 @@ def test_webhook_bodies() -> None:
         "attempts": 3,
         "duration_seconds": 12.5,
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-        "scheduled_for": "2024-05-01T02:00:00+00:00",
+        "scheduled_for": "2024-05-01T02:00:00.000Z",
         "subject": '[punchclock] schedule "nightly-report" failed: run 42',
         "text": text,
     }
