@@ -1,8 +1,8 @@
 """Chunking: a source's text → chunks of at most ``max_chars`` characters, each with a content id (pure).
 
 Text splits into paragraphs (blank lines), paragraphs into sentences, and sentences pack greedily into chunks. A
-sentence is never cut unless it alone is longer than ``max_chars``; then it is cut at a clause mark or a space
-when one is near the limit, else hard at the limit. Consecutive chunks share up to ``overlap_chars`` of whole
+sentence is never cut unless it alone is longer than ``max_chars``; then it is cut at a line break, a clause mark
+or a space when one is near the limit, else hard at the limit. Consecutive chunks share up to ``overlap_chars`` of whole
 trailing sentences, so an answer that straddles a boundary is whole in one chunk.
 
 Sentence ends: ``。！？；`` end a sentence where they stand (Chinese puts no space after them); ``.!?;`` only
@@ -152,16 +152,28 @@ def _cut(sentence: str, max_chars: int) -> list[tuple[str, str]]:
     pieces: list[tuple[str, str]] = []
     rest, joiner = sentence, ""
     while len(rest) > max_chars:
-        window = rest[:max_chars]
-        # A cut in the second half of the window at a clause mark or space keeps words whole and pieces large.
-        clause = max((m.end() for m in _CLAUSE.finditer(window)), default=0)
-        space = window.rfind(" ")
-        at = clause if clause > max_chars // 2 else space if space > max_chars // 2 else max_chars
-        pieces.append((rest[:at].rstrip(), joiner))
-        joiner = " " if rest[at - 1 : at + 1].strip() != rest[at - 1 : at + 1] else ""
-        rest = rest[at:].lstrip()
+        at = _break_at(rest[:max_chars])
+        head, tail = rest[:at], rest[at:]
+        pieces.append((head.rstrip(), joiner))
+        joiner = _gap(head[len(head.rstrip()) :] + tail[: len(tail) - len(tail.lstrip())])
+        rest = tail.lstrip()
     pieces.append((rest, joiner))
     return pieces
+
+
+def _break_at(window: str) -> int:
+    """Where to cut a window of an overlong sentence: at its last line break (a Markdown list or table with no
+    sentence ends), else after a clause mark, else at a space, else hard at its end. Only a break in the window's
+    second half counts, so pieces stay large."""
+    half = len(window) // 2
+    newline = window.rfind("\n")
+    if newline > half:
+        return newline
+    clause = max((mark.end() for mark in _CLAUSE.finditer(window)), default=0)
+    if clause > half:
+        return clause
+    space = window.rfind(" ")
+    return space if space > half else len(window)
 
 
 def _length(units: list[_Unit]) -> int:

@@ -87,6 +87,12 @@ def test_a_sentence_longer_than_max_chars_is_cut_at_a_clause_or_space() -> None:
     assert "".join(pieces) == long_chinese
 
 
+def test_lines_without_sentence_ends_are_cut_at_line_breaks() -> None:
+    items = [f"- item number {n} of the list" for n in range(12)]
+    chunks = chunk("\n".join(items), max_chars=100, overlap_chars=0)
+    assert [c.text.split("\n") for c in chunks] == [items[0:3], items[3:6], items[6:9], items[9:12]]
+
+
 def test_a_sentence_without_any_break_is_hard_cut_at_max_chars() -> None:
     text = "字" * 130
     assert [c.text for c in chunk(text, max_chars=50, overlap_chars=10)] == ["字" * 50, "字" * 50, "字" * 30]
