@@ -12,15 +12,16 @@ holds every expected keyword (if any are named; NFKC, case and whitespace ignore
 
 The aggregates are their means over the golden queries. :class:`Gate` judges a candidate generation against
 floors and, with ``no_regression``, against the active generation: a query that was a hit on the active one and
-is a miss on the candidate is a regression, named in the verdict, and the aggregates may fall by at most
-``tolerance``. The results serialize to JSON (``to_json`` / ``from_json``), to be stored on the generation.
+is a miss on the candidate is a regression, named in the verdict, and hit@k and MRR over the golden queries both
+were scored on may fall by at most ``tolerance``. The results serialize to JSON (``to_json`` / ``from_json``), to
+be stored on the generation.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.errors import InvalidInput
@@ -178,25 +179,24 @@ def _fold(text: str) -> str:
 class Verdict:
     passed: bool
     reasons: tuple[str, ...]  # why it failed, one line each; empty when it passed
-    regressed: tuple[str, ...] = ()  # golden queries that were hits on the active generation and are misses now
-    candidate: Evaluation | None = field(default=None, compare=False)
+    regressed: tuple[str, ...]  # golden queries that were hits on the active generation and are misses now
+    candidate: Evaluation  # stored with the verdict: which queries missed, and what came instead
 
     def to_json(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "reasons": list(self.reasons),
             "regressed": list(self.regressed),
-            "candidate": None if self.candidate is None else self.candidate.to_json(),
+            "candidate": self.candidate.to_json(),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Verdict:
-        candidate = data.get("candidate")
         return cls(
             passed=bool(data["passed"]),
             reasons=tuple(str(reason) for reason in data["reasons"]),
             regressed=tuple(str(query) for query in data["regressed"]),
-            candidate=None if candidate is None else Evaluation.from_json(candidate),
+            candidate=Evaluation.from_json(data["candidate"]),
         )
 
 
@@ -236,14 +236,7 @@ class Gate:
                     f"the active generation was scored at k={active.k} and the candidate at k={candidate.k}: "
                     "score both at the same k"
                 )
-            for label, now, before in (
-                ("hit@k", candidate.hit_at_k, active.hit_at_k),
-                ("MRR", candidate.mrr, active.mrr),
-            ):
-                if now < before - self.tolerance - _EPSILON:
-                    reasons.append(
-                        f"{label} fell from {before:.3f} to {now:.3f}, more than the tolerance {self.tolerance:.3f}"
-                    )
+            reasons.extend(self._compare_means(candidate, active))
             was = active.by_query()
             regressed = tuple(
                 score.query
@@ -255,3 +248,27 @@ class Gate:
                 queries = "golden query" if len(regressed) == 1 else "golden queries"
                 reasons.append(f"{len(regressed)} {queries} answered by the active generation now missed: {named}")
         return Verdict(passed=not reasons, reasons=tuple(reasons), regressed=regressed, candidate=candidate)
+
+    def _compare_means(self, candidate: Evaluation, active: Evaluation) -> list[str]:
+        """hit@k and MRR falls beyond the tolerance, over the golden queries both generations were scored on: a
+        golden query added since the active generation was scored must not count against the candidate."""
+        was = active.by_query()
+        shared = [(score, was[score.query]) for score in candidate.queries if score.query in was]
+        if not shared:
+            return []
+        count = len(shared)
+        reasons = []
+        for label, now, before in (
+            ("hit@k", sum(new.hit for new, _ in shared) / count, sum(old.hit for _, old in shared) / count),
+            (
+                "MRR",
+                sum(new.reciprocal_rank for new, _ in shared) / count,
+                sum(old.reciprocal_rank for _, old in shared) / count,
+            ),
+        ):
+            if now < before - self.tolerance - _EPSILON:
+                reasons.append(
+                    f"{label} fell from {before:.3f} to {now:.3f} on the {count} golden queries both generations were "
+                    f"scored on, more than the tolerance {self.tolerance:.3f}"
+                )
+        return reasons

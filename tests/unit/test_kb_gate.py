@@ -87,8 +87,9 @@ def test_floors_fail_the_gate_with_the_scores_named() -> None:
             "hit@k 0.500 is below the floor 0.800 (k=5)",
             "MRR 0.375 is below the floor 0.500 (k=5)",
         ),
+        regressed=(),
+        candidate=candidate,
     )
-    assert verdict.candidate is candidate
 
 
 def test_a_score_equal_to_its_floor_passes() -> None:
@@ -121,8 +122,18 @@ def test_equal_scores_to_the_active_generation_pass_and_drops_beyond_tolerance_f
     slower = evaluation_of({"a": 1, "b": 1, "c": 1, "d": 2})  # MRR 1.0 → 0.875, every query still a hit
     assert Gate(tolerance=0.125).judge(slower, active).passed  # a drop equal to the tolerance passes
     verdict = Gate(tolerance=0.1).judge(slower, active)
-    assert verdict.reasons == ("MRR fell from 1.000 to 0.875, more than the tolerance 0.100",)
+    assert verdict.reasons == (
+        "MRR fell from 1.000 to 0.875 on the 4 golden queries both generations were scored on, more than the "
+        "tolerance 0.100",
+    )
     assert verdict.regressed == ()
+
+
+def test_a_golden_query_added_since_the_active_generation_does_not_count_against_the_candidate() -> None:
+    active = evaluation_of({"a": 1, "b": 1})
+    candidate = evaluation_of({"a": 1, "b": 1, "added": None})  # hit@k 0.667 overall, 1.0 on the shared two
+    assert Gate(tolerance=0.0).judge(candidate, active).passed
+    assert not Gate(min_hit_at_k=0.7).judge(candidate, active).passed  # floors still see every query
 
 
 def test_several_regressions_are_all_named_in_order() -> None:
