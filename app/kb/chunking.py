@@ -104,7 +104,7 @@ _CLOSERS = "\"'”’」』）》)]"
 _CLOSING = f"[{re.escape(_CLOSERS)}]*"
 _SENTENCE_END = re.compile(rf"[。！？；]+{_CLOSING}|[.!?;]+{_CLOSING}(?=\s|$)")
 _LOWER_START = re.compile(r"\s+[a-z]")
-# Where an overlong sentence is best cut: after a clause mark, else at a space.
+# Clause marks: after a line break, the best places to cut an overlong sentence.
 _CLAUSE = re.compile(r"[，、；：,;:]")
 
 

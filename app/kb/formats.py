@@ -62,7 +62,10 @@ class Extracted:
 
 
 def extract_text(name: str, data: bytes) -> Extracted:
-    """The text of the file ``name`` (a path or file name: only its extension is read) whose content is ``data``."""
+    """The text of the source ``name`` (a path, file name or URL: only its extension is read) whose content is
+    ``data``."""
+    if "://" in name:
+        name = re.split(r"[?#]", name, maxsplit=1)[0]  # page.html?lang=zh#top is an .html page
     extension = PurePosixPath(name.replace("\\", "/")).suffix.lower()
     known = EXTENSIONS.get(extension)
     if known is not None:

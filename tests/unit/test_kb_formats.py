@@ -99,6 +99,12 @@ def test_html_keeps_only_visible_text_with_blocks_as_paragraphs() -> None:
     )
 
 
+def test_a_url_is_read_by_the_extension_of_its_path() -> None:
+    page = b"<p>Hello</p>"
+    assert extract_text("https://example.com/docs/page.HTML?lang=zh#top", page).format is Format.HTML
+    assert extract_text(r"C:\docs\notes.txt", page).format is Format.TEXT  # Windows paths too
+
+
 def test_html_with_only_scripts_has_no_text() -> None:
     assert extract_text("app.htm", b"<html><script>alert(1)</script><style>p{}</style></html>").skipped == "no text"
 
