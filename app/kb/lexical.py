@@ -68,10 +68,12 @@ class LexicalEmbedder:
         return [self._vector(text) for text in texts]
 
     def _vector(self, text: str) -> list[float]:
-        vector = [0.0] * self.dims
+        dims = self.dims
+        vector = [0.0] * dims
         for feature, count in Counter(features(text)).items():
-            bucket, sign = _slot(feature, self.dims)
-            vector[bucket] += sign * (1.0 + math.log(count))
+            bucket, sign = _slot(feature, dims)
+            # most features occur once, and 1 + log(1) is 1
+            vector[bucket] += sign if count == 1 else sign * (1.0 + math.log(count))
         norm = math.sqrt(sum(value * value for value in vector))
         return [value / norm for value in vector] if norm else vector
 
