@@ -369,7 +369,11 @@ async def carry_forward(conn: Connection, from_generation: int, to_generation: i
     knowledge base to its building one, in one statement; returns how many chunks were copied."""
     async with conn.transaction():
         target = await _building(conn, to_generation, "chunks are carried into")
-        source = await get_generation(conn, from_generation)
+        # share-locked too: it cannot be dropped while its chunks are read
+        row = await conn.fetchrow(sql("kb_share_generation"), from_generation)
+        if row is None:
+            raise NotFound(f"no knowledge base generation with id {from_generation}")
+        source = _generation(row)
         if source.kb != target.kb:
             raise InvalidInput(f"cannot carry chunks from {source.ref().label()} into {target.ref().label()}")
         if source.dropped_at is not None:
