@@ -1,9 +1,14 @@
-"""Knowledge bases (issue 9): the pure core of a reindex, sources → text → chunks → vectors → a quality gate.
+"""Knowledge bases: sources → text → chunks → vectors in pgvector, rebuilt as generations and switched atomically.
 
-    formats   extract_text(name, data): a source's text, or why it was skipped (Markdown, text, HTML, PDF)
-    chunking  chunk(text, ...): paragraphs → sentences → chunks of at most max_chars with overlap; content ids
-    lexical   LexicalEmbedder: the offline default embedder, hashed character n-grams (no key, Chinese-aware)
-    gate      evaluate(golden, results, k) and Gate.judge: hit@k, MRR, recall@k, floors and no regression
+The pure core (no I/O):
 
-No module here does I/O: the reindex actor fetches sources, stores generations and switches them; these decide.
+    formats    extract_text(name, data): a source's text, or why it was skipped (Markdown, text, HTML, PDF)
+    chunking   chunk(text, ...): paragraphs → sentences → chunks of at most max_chars with overlap; content ids
+    lexical    LexicalEmbedder: the offline default embedder, hashed character n-grams (no key, Chinese-aware)
+    gate       evaluate(golden, results, k) and Gate.judge: hit@k, MRR, recall@k, floors and no regression
+    lifecycle  which generation may be activated, rolled back to or dropped
+    vectors    pgvector's text form of a vector, checked
+
+The storage (``store``): knowledge bases, source states, generations as partitions of ``kb_chunks`` with an
+HNSW index each, the embedding cache, search, and the atomic switch (docs/design.md, "Knowledge bases").
 """
