@@ -10,5 +10,5 @@ The pure core (no I/O):
     vectors    pgvector's text form of a vector, checked
 
 The storage (``store``): knowledge bases, source states, generations as partitions of ``kb_chunks`` with an
-HNSW index each, the embedding cache, search, and the atomic switch (docs/design.md, "Knowledge bases").
+HNSW index each, the embedding cache, search, and the atomic switch (docs/design.md, "Knowledge bases: storage").
 """
