@@ -16,6 +16,7 @@ import pytest
 from pypdf import PdfWriter
 
 from app.ai.config import LLMConfig
+from app.errors import ConfigurationError
 from app.kb import reindex as reindex_module
 from app.kb import store
 from app.kb.definition import Folder, KnowledgeBase
@@ -364,3 +365,15 @@ async def test_a_remote_embedder_batches_its_requests(http: httpx.AsyncClient, f
 
     assert [len(r.body["input"]) for r in fake.requests] == [4, 4, 2]
     assert vectors[7] == fake.vector("text 7")
+
+
+async def test_a_remote_embedder_refuses_vectors_of_other_dimensions(http: httpx.AsyncClient, fake: FakeOpenAI) -> None:
+    embedder = remote(http, fake, dims=8)
+
+    with pytest.raises(PermanentError, match="answered a vector of 16 dimensions, expected 8"):
+        await embedder.embed(["text"])
+
+
+def test_a_remote_embedder_without_settings_names_them(http: httpx.AsyncClient) -> None:
+    with pytest.raises(ConfigurationError, match="set PUNCHCLOCK_EMBEDDING_BASE_URL and PUNCHCLOCK_EMBEDDING_MODEL"):
+        make_embedder("openai", http, LLMConfig.from_settings(Settings()))
