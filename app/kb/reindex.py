@@ -29,7 +29,12 @@ Decisions:
 - **A new embedder re-reads everything.** Vectors of two embedders cannot share a generation, so when the
   active generation was embedded by another one, every source is scanned as if new and every chunk embedded
   (the cache is per embedder: going back to the previous embedder costs nothing). Failed documents then have no
-  chunks to carry. So does a knowledge base with no active generation yet, and ``full=True``.
+  chunks to carry. So are a knowledge base with no active generation yet, ``full=True``, and the first reindex
+  after a rollback (a newer generation was active once): the stored states describe that newer generation, and
+  trusting them would carry the rolled-back generation's old chunks of documents that changed since. The cache
+  makes such a rescan cost reads, not embeddings.
+- A failed document keeps its previous validators only when it was scanned incrementally (they describe the
+  chunks carried for it); in a rescan it keeps none, so the next reindex reads it again.
 - A changed chunking applies to documents as they change; ``full=True`` re-chunks all (the cache keeps every
   chunk whose text did not change from being embedded again).
 """
@@ -192,43 +197,72 @@ async def reindex(
         row = await store.get_kb(conn, kb_name)
         definition = KnowledgeBase.from_json(row.definition)
         states = await store.get_source_states(conn, kb_name)
-        active = next(
-            (g for g in await store.list_generations(conn, kb_name) if g.state is GenerationState.ACTIVE), None
-        )
-        embedder_changed = active is not None and active.embedder_id != embedder.id
-        if embedder_changed:
-            assert active is not None
+        plan = plan_scan(await store.list_generations(conn, kb_name), embedder.id, full=full)
+        if plan.embedder_changed:
+            assert plan.active is not None
             logger.info(
                 "the embedder changed: every document is read and embedded again",
-                extra={"action": "kb_embedder_changed", "kb": kb_name, "was": active.embedder_id, "now": embedder.id},
+                extra={
+                    "action": "kb_embedder_changed",
+                    "kb": kb_name,
+                    "was": plan.active.embedder_id,
+                    "now": embedder.id,
+                },
             )
-        can_carry = active is not None and not embedder_changed
-        known = states if can_carry and not full else {}
+        if plan.rolled_back:
+            assert plan.active is not None
+            logger.info(
+                "a newer generation was active before (a rollback): the sources are read again as if new",
+                extra={"action": "kb_after_rollback", "kb": kb_name, "generation": plan.active.number},
+            )
         build = _Build(conn, kb_name, embedder, run_id)
         try:
-            return await _run(
-                conn, row, definition, build, states, known, active, embedder_changed, http, now, progress, started
-            )
+            return await _run(build, row, definition, plan, states, http, now, progress, started)
         except BaseException as error:
             if build.generation is not None:
                 await _mark_failed(conn, build.generation, error)
             raise
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How to scan, from the generations alone (pure)."""
+
+    active: Generation | None
+    embedder_changed: bool  # the active generation was embedded by another embedder: nothing can be carried
+    rolled_back: bool  # a newer generation was active once: the stored source states describe it, not the active
+    rescan: bool  # scan with no known states: every document is read as if new
+
+    @property
+    def can_carry(self) -> bool:
+        return self.active is not None and not self.embedder_changed
+
+
+def plan_scan(generations: Sequence[Generation], embedder_id: str, *, full: bool = False) -> Plan:
+    active = next((g for g in generations if g.state is GenerationState.ACTIVE), None)
+    embedder_changed = active is not None and active.embedder_id != embedder_id
+    rolled_back = active is not None and any(
+        g.number > active.number and g.activated_at is not None for g in generations
+    )
+    # The stored states describe the newest activated generation: trusted only when that is the active one.
+    rescan = full or active is None or embedder_changed or rolled_back
+    return Plan(active, embedder_changed, rolled_back, rescan)
+
+
 async def _run(
-    conn: Connection,
+    build: _Build,
     row: store.KnowledgeBase,
     definition: KnowledgeBase,
-    build: _Build,
+    plan: Plan,
     states: Mapping[str, SourceState],
-    known: Mapping[str, SourceState],
-    active: Generation | None,
-    embedder_changed: bool,
     http: httpx.AsyncClient,
     now: datetime,
     progress: Callable[[Progress], None] | None,
     started: float,
 ) -> ReindexReport:
+    conn = build.conn
+    active = plan.active
+    known: Mapping[str, SourceState] = {} if plan.rescan else states
     kb = row.name
     embedder = build.embedder
     tally = _Tally()
@@ -276,9 +310,10 @@ async def _run(
             elif isinstance(outcome, Failed):
                 tally.failed[key] = outcome.error
                 keep.append(key)
-                # The previous validators stay, so the document is read again once it can be.
-                base = previous if previous is not None else SourceState(key)
-                new_states[key] = replace(base, error=outcome.error)
+                # Scanned incrementally, its previous validators stay: they describe the chunks carried for it.
+                # Scanned as new, they may not, so none are kept: the next reindex reads it again.
+                base = previous if previous is not None and not plan.rescan else SourceState(key)
+                new_states[key] = replace(base, error=outcome.error, last_seen_at=now)
             report_progress()
     await build.flush(pending, tally)
     report_progress()
@@ -319,10 +354,10 @@ async def _run(
         gone=tuple(gone),
         chunks=tally.chunks,
         embedded=tally.embedded,
-        embedder_changed=embedder_changed,
+        embedder_changed=plan.embedder_changed,
     )
 
-    if active is not None and not embedder_changed and not tally.fetched and not gone:
+    if active is not None and not plan.rescan and not tally.fetched and not gone:
         # Nothing to build; the states still record this run's errors and when each document was last seen.
         await store.put_source_states(conn, kb, new_states.values())
         logger.info(
@@ -333,7 +368,7 @@ async def _run(
 
     generation = await build.ensure(await _dims(embedder, row, active))
     carried = 0
-    if active is not None and not embedder_changed and keep:
+    if active is not None and plan.can_carry and keep:
         carried = await store.carry_forward(conn, active.id, generation.id, keep)
     counts = GenerationCounts(
         documents=tally.scanned - len(tally.skipped),

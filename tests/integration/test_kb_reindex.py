@@ -245,6 +245,33 @@ async def test_a_failure_after_the_generation_exists_marks_it_failed(
     assert "rate plan exceeded" in (failed.error or "")
 
 
+async def test_after_a_rollback_the_next_reindex_reads_every_document_again_from_the_cache(
+    pool: asyncpg.Pool[Any], http: httpx.AsyncClient, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    write(tmp_path, "a.md", document(1))
+    write(tmp_path, "b.md", document(2))
+    kb = KnowledgeBase("docs", sources=[Folder(str(tmp_path))], embedder="openai")
+    embedder = remote(http, fake)
+    await define(pool, kb, embedder)
+    await reindex(pool, "docs", http=http, embedder=embedder, now=NOW)
+    write(tmp_path, "a.md", document(1) + " Edited.")
+    await reindex(pool, "docs", http=http, embedder=embedder, now=NOW)
+    async with pool.acquire() as conn:
+        await store.rollback(conn, "docs")  # generation 1, with a.md as it was, answers again
+    before = len(fake.requests)
+
+    # the stored states describe generation 2: trusting them would carry generation 1's old a.md forever
+    report = await reindex(pool, "docs", http=http, embedder=embedder, now=NOW)
+
+    assert (report.fetched, report.unchanged, report.embedded, report.generation) == (2, 0, 0, 3)
+    assert len(fake.requests) == before  # every chunk was in the embedding cache
+    async with pool.acquire() as conn:
+        hits = await store.search_active(
+            conn, "docs", fake.vector(document(1) + " Edited."), 1, embedder_id=embedder.id
+        )
+    assert hits[0].text == document(1) + " Edited."
+
+
 async def test_a_binary_file_and_an_empty_pdf_are_skipped_and_recorded(
     pool: asyncpg.Pool[Any], http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
