@@ -11,4 +11,11 @@ The pure core (no I/O):
 
 The storage (``store``): knowledge bases, source states, generations as partitions of ``kb_chunks`` with an
 HNSW index each, the embedding cache, search, and the atomic switch (docs/design.md, "Knowledge bases: storage").
+
+The pipeline (docs/design.md, "Knowledge bases: reindex"):
+
+    definition  KnowledgeBase(name, sources=[Folder(...), Urls([...]), S3(...)], ...): checked, to JSON and back
+    sources     where documents come from, and which changed since the last reindex
+    embedders   Lexical (offline) and RemoteEmbedder (an OpenAI-compatible /embeddings)
+    reindex     reindex(pool, kb, ...): scan, embed what changed, build a generation, gate, switch
 """
