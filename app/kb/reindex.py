@@ -41,6 +41,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +54,7 @@ import httpx
 
 from app.errors import InvalidInput
 from app.kb import store
-from app.kb.chunking import Chunk
+from app.kb.chunking import Chunk, ChunkingConfig
 from app.kb.definition import KnowledgeBase
 from app.kb.embedders import Embedder
 from app.kb.formats import extract_text
@@ -71,6 +72,8 @@ logger = logging.getLogger(__name__)
 # Chunks per batch of documents: one batch's texts and vectors are all a reindex holds at once (512 vectors of
 # 1,536 floats are ~6 MB as Python floats).
 FLUSH_CHUNKS = 512
+# Documents larger than this are extracted and chunked in a thread.
+_INLINE_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -249,33 +252,41 @@ def plan_scan(generations: Sequence[Generation], embedder_id: str, *, full: bool
     return Plan(active, embedder_changed, rolled_back, rescan)
 
 
-async def _run(
+@dataclass
+class _Scanned:
+    """What the scan found, beyond the tally: the states to store, and which documents to carry."""
+
+    tally: _Tally
+    states: dict[str, SourceState]
+    keep: list[str]  # documents whose chunks are carried from the active generation
+    gone: list[str]
+
+
+def _prepare(key: str, data: bytes, chunking: ChunkingConfig) -> tuple[list[Chunk], str | None]:
+    """A fetched document's chunks, or why it was skipped (pure)."""
+    extracted = extract_text(key, data)
+    if extracted.text is None:
+        return [], extracted.skipped or "no text"
+    return chunking.chunk(extracted.text, {"source": key}), None
+
+
+async def _scan(
     build: _Build,
-    row: store.KnowledgeBase,
     definition: KnowledgeBase,
     plan: Plan,
     states: Mapping[str, SourceState],
     http: httpx.AsyncClient,
     now: datetime,
     progress: Callable[[Progress], None] | None,
-    started: float,
-) -> ReindexReport:
-    conn = build.conn
-    active = plan.active
+) -> _Scanned:
+    """Scan every source, writing fetched documents' chunks to the new generation batch by batch."""
+    kb = build.kb
     known: Mapping[str, SourceState] = {} if plan.rescan else states
-    kb = row.name
-    embedder = build.embedder
     tally = _Tally()
-    new_states: dict[str, SourceState] = {}
-    keep: list[str] = []  # documents whose chunks are carried from the active generation
+    found = _Scanned(tally, {}, [], [])
     seen: dict[str, str] = {}  # key → the source that yielded it
     pending: list[tuple[str, list[Chunk]]] = []
     pending_chunks = 0
-
-    def report_progress() -> None:
-        if progress is not None:
-            progress(Progress(tally.scanned, tally.embedded, len(states)))
-
     for source in definition.build_sources():
         async for outcome in source.scan(known, http):
             key = outcome.key
@@ -289,35 +300,37 @@ async def _run(
             previous = states.get(key)
             if isinstance(outcome, Fetched):
                 tally.fetched += 1
-                state = replace(outcome.state, last_seen_at=now, skipped=None, error=None)
-                extracted = extract_text(key, outcome.data)
-                if extracted.text is None:
-                    tally.skipped[key] = extracted.skipped or "no text"
-                    state = replace(state, skipped=extracted.skipped)
+                if len(outcome.data) > _INLINE_BYTES:
+                    # pypdf on a long PDF takes seconds: off the event loop, which serves heartbeats meanwhile
+                    chunks, skipped = await asyncio.to_thread(_prepare, key, outcome.data, definition.chunking)
                 else:
-                    chunks = definition.chunking.chunk(extracted.text, {"source": key})
-                    pending.append((key, chunks))
-                    pending_chunks += len(chunks)
-                new_states[key] = state
+                    chunks, skipped = _prepare(key, outcome.data, definition.chunking)
+                if skipped is not None:
+                    tally.skipped[key] = skipped
+                pending.append((key, chunks))
+                pending_chunks += len(chunks)
+                found.states[key] = replace(outcome.state, last_seen_at=now, skipped=skipped, error=None)
                 if pending_chunks >= FLUSH_CHUNKS:
                     await build.flush(pending, tally)
                     pending, pending_chunks = [], 0
             elif isinstance(outcome, Unchanged):
                 tally.unchanged += 1
-                keep.append(key)
+                found.keep.append(key)
                 skipped = previous.skipped if previous is not None else None
-                new_states[key] = replace(outcome.state, last_seen_at=now, skipped=skipped, error=None)
+                found.states[key] = replace(outcome.state, last_seen_at=now, skipped=skipped, error=None)
             elif isinstance(outcome, Failed):
                 tally.failed[key] = outcome.error
-                keep.append(key)
+                found.keep.append(key)
                 # Scanned incrementally, its previous validators stay: they describe the chunks carried for it.
                 # Scanned as new, they may not, so none are kept: the next reindex reads it again.
                 base = previous if previous is not None and not plan.rescan else SourceState(key)
-                new_states[key] = replace(base, error=outcome.error, last_seen_at=now)
-            report_progress()
+                found.states[key] = replace(base, error=outcome.error, last_seen_at=now)
+            if progress is not None:
+                progress(Progress(tally.scanned, tally.embedded, len(states)))
     await build.flush(pending, tally)
-    report_progress()
-    gone = sorted(key for key in states if key not in seen)
+    if progress is not None:
+        progress(Progress(tally.scanned, tally.embedded, len(states)))
+    found.gone = sorted(key for key in states if key not in seen)
     logger.info(
         "knowledge base scanned",
         extra={
@@ -328,7 +341,7 @@ async def _run(
             "unchanged": tally.unchanged,
             "failed": len(tally.failed),
             "skipped": len(tally.skipped),
-            "gone": len(gone),
+            "gone": len(found.gone),
         },
     )
     logger.info(
@@ -336,13 +349,33 @@ async def _run(
         extra={
             "action": "kb_embedded",
             "kb": kb,
-            "embedder": embedder.id,
+            "embedder": build.embedder.id,
             "embedded": tally.embedded,
             "cached": tally.cached,
             "chunks": tally.chunks,
             "empty": tally.empty,
         },
     )
+    return found
+
+
+async def _run(
+    build: _Build,
+    row: store.KnowledgeBase,
+    definition: KnowledgeBase,
+    plan: Plan,
+    states: Mapping[str, SourceState],
+    http: httpx.AsyncClient,
+    now: datetime,
+    progress: Callable[[Progress], None] | None,
+    started: float,
+) -> ReindexReport:
+    conn = build.conn
+    active = plan.active
+    kb = row.name
+    embedder = build.embedder
+    found = await _scan(build, definition, plan, states, http, now, progress)
+    tally, new_states, keep, gone = found.tally, found.states, found.keep, found.gone
     report = ReindexReport(
         kb=kb,
         embedder_id=embedder.id,
