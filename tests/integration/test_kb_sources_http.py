@@ -41,9 +41,11 @@ class Server:
     base: str
     documents: dict[str, Document] = field(default_factory=dict)
     failures: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
     bodies: Counter[str] = field(default_factory=Counter)
     headers: list[dict[str, str]] = field(default_factory=list)
+    received: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # the headers of each request, by path
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
@@ -62,13 +64,17 @@ def server() -> Iterator[Server]:
             with state.lock:
                 state.requests[self.path] += 1
                 state.headers.append(dict(self.headers.items()))
+                state.received.setdefault(self.path, []).append(dict(self.headers.items()))
                 failures = state.failures.get(self.path)
                 failure = failures.pop(0) if failures else None
                 document = state.documents.get(self.path)
+                redirect = state.redirects.get(self.path)
             if self.path == "/slow":
                 released.wait()  # past the client's timeout: it gives up first
                 return
-            if failure is not None:
+            if redirect is not None:
+                self.answer(302, b"", {"Location": redirect})
+            elif failure is not None:
                 self.answer(failure[0], b"try later", failure[1])
             elif document is None:
                 self.answer(404, b"not found", {})
@@ -106,7 +112,7 @@ def server() -> Iterator[Server]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield state
@@ -256,6 +262,29 @@ async def test_a_refused_connection_fails_transiently(http: httpx.AsyncClient) -
     outcomes = await scan(source(url, attempts=2), {}, http)
     assert isinstance(outcomes[0], Failed) and outcomes[0].transient
     assert "ConnectError" in outcomes[0].error
+
+
+async def test_headers_follow_a_redirect_only_within_the_origin(server: Server, http: httpx.AsyncClient) -> None:
+    server.documents["/new/a.md"] = Document(b"moved here")
+    server.redirects["/old/a.md"] = "/new/a.md"  # the same origin: the headers go along
+    port = server.base.rsplit(":", 1)[1]
+    server.redirects["/away/a.md"] = f"http://localhost:{port}/new/a.md"  # another origin (host): they do not
+    headers = {"X-Api-Key": SECRET}
+    same, away = await scan(source(server.url("/old/a.md"), server.url("/away/a.md"), headers=headers), {}, http)
+    assert isinstance(same, Fetched) and same.data == b"moved here" and same.key == server.url("/old/a.md")
+    assert isinstance(away, Fetched) and away.data == b"moved here"
+    first, second = server.received["/new/a.md"]
+    assert first["X-Api-Key"] == SECRET
+    assert "X-Api-Key" not in second
+    assert server.received["/away/a.md"][0]["X-Api-Key"] == SECRET
+
+
+async def test_a_redirect_loop_fails(server: Server, http: httpx.AsyncClient) -> None:
+    server.redirects["/loop"] = "/loop"
+    outcomes = await scan(source(server.url("/loop")), {}, http)
+    assert isinstance(outcomes[0], Failed) and not outcomes[0].transient
+    assert "more than 5 redirects" in outcomes[0].error
+    assert server.requests["/loop"] == 6
 
 
 @pytest.mark.parametrize(

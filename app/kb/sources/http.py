@@ -15,8 +15,9 @@ The list is a complete listing by definition: a URL removed from the definition 
 deleted at the next reindex); a URL that answers 404 is still listed, so it is Failed, never gone, and keeps its
 previous chunks until its owner removes it from the definition.
 
-The configured headers (an ``Authorization`` for an intranet wiki, say) are sent with every request and never
-logged: they may be secrets.
+The configured headers (an ``Authorization`` for an intranet wiki, say) are sent with every request to the URL's
+origin and never logged: they may be secrets. Redirects are followed (at most :data:`MAX_REDIRECTS`), and the
+configured headers go only to the URL's own origin (scheme, host, port), not to another a redirect points at.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from app.kb.sources.compare import carried, outcome_of_body
 from app.kb.sources.retries import Retries
 from app.kb.store import SourceState
 from app.redaction import redact_url
-from app.transient import classify
+from app.transient import PermanentError, classify
 
 DEFAULT_TIMEOUT = 30.0
+MAX_REDIRECTS = 5
 
 
 class HttpSource:
@@ -87,9 +89,7 @@ class HttpSource:
         conditional = conditional_headers(previous)
 
         async def get() -> httpx.Response:
-            response = await http.get(
-                url, headers={**self.headers, **conditional}, timeout=self.timeout, follow_redirects=True
-            )
+            response = await self._get_following_redirects(url, conditional, http)
             if response.status_code != 304:
                 response.raise_for_status()
             return response
@@ -99,7 +99,8 @@ class HttpSource:
         except Exception as exc:
             # Only the type and status are kept: the message holds the URL and the request its headers.
             verdict = classify(exc, retry_timeouts=True)
-            return Failed(url, f"{verdict.reason} ({self.retries.attempts} attempt(s) at most)", verdict.transient)
+            reason = f"{verdict.reason}: {exc}" if isinstance(exc, PermanentError) else verdict.reason  # ours: no URL
+            return Failed(url, f"{reason} ({self.retries.attempts} attempt(s) at most)", verdict.transient)
         now = datetime.now(UTC)
         etag = response.headers.get("ETag")
         last_modified = response.headers.get("Last-Modified")
@@ -110,6 +111,29 @@ class HttpSource:
             state = carried(previous, etag or previous.etag, last_modified or previous.last_modified, now)
             return Unchanged(url, state)
         return outcome_of_body(url, response.content, previous, etag, last_modified, now)
+
+    async def _get_following_redirects(
+        self, url: str, conditional: Mapping[str, str], http: httpx.AsyncClient
+    ) -> httpx.Response:
+        """Redirects are followed here, not by httpx: httpx drops only ``Authorization`` when a redirect leaves the
+        origin, and the configured headers (an API key under any name) must not follow it to another host."""
+        target = httpx.URL(url)
+        origin = _origin(target)
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = {**(self.headers if _origin(target) == origin else {}), **conditional}
+            response = await http.get(target, headers=headers, timeout=self.timeout, follow_redirects=False)
+            location = response.headers.get("Location")
+            if not response.is_redirect or location is None:
+                return response
+            await response.aclose()
+            target = response.url.join(location)
+            if target.scheme not in ("http", "https"):
+                raise PermanentError(f"redirected to a {target.scheme}: URL, which is not http or https")
+        raise PermanentError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def validate_url(url: str) -> None:
