@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -222,7 +224,7 @@ async def test_an_unreachable_endpoint_raises_a_transient_error(bucket: Bucket, 
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     source = S3Source("kb-docs", endpoint_url=closed, environ=bucket.environ, **source_options())
-    with pytest.raises(TransientError, match="listing failed after 2 attempt"):
+    with pytest.raises(TransientError, match=r"listing failed: ConnectError: .*, after 2 attempt"):
         await scan(source, {}, http)
     assert http.listings() == 2
 
@@ -240,3 +242,37 @@ async def test_an_object_that_cannot_be_read_fails_alone(bucket: Bucket, http: C
     a, b = await scan(bucket.source(**source_options()), {}, http)
     assert isinstance(a, Failed) and "404" in a.error and not a.transient
     assert isinstance(b, Fetched) and b.data == b"beta"
+
+
+@pytest.fixture
+def slow_down() -> Iterator[str]:
+    """A loopback endpoint that answers every request as S3 does when throttling: 503 SlowDown."""
+    body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+async def test_a_throttled_listing_is_retried_then_raises_a_transient_error(slow_down: str, http: Counted) -> None:
+    environ = {"KB_S3_KEY_ID": "AKIDEXAMPLE", "KB_S3_SECRET": "secret-for-the-loopback-0123"}
+    source = S3Source("kb-docs", endpoint_url=slow_down, environ=environ, **{**source_options(), "attempts": 3})
+    with pytest.raises(TransientError, match="HTTPStatusError 503") as raised:
+        await scan(source, {}, http)
+    assert http.listings() == 3
+    assert raised.value.retry_after == 0

@@ -32,10 +32,10 @@ from tenacity.wait import WaitBaseT
 from app.errors import InvalidInput
 from app.kb.sources.base import Failed, Outcome, Unchanged
 from app.kb.sources.compare import carried, outcome_of_body
-from app.kb.sources.retries import Retries
+from app.kb.sources.retries import GaveUp, Retries
 from app.kb.store import SourceState
 from app.redaction import redact_url
-from app.transient import PermanentError, classify
+from app.transient import PermanentError
 
 DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
@@ -96,11 +96,9 @@ class HttpSource:
 
         try:
             response = await self.retries.run(get, f"kb http source {redact_url(url)}")
-        except Exception as exc:
-            # Only the type and status are kept: the message holds the URL and the request its headers.
-            verdict = classify(exc, retry_timeouts=True)
-            reason = f"{verdict.reason}: {exc}" if isinstance(exc, PermanentError) else verdict.reason  # ours: no URL
-            return Failed(url, f"{reason} ({self.retries.attempts} attempt(s) at most)", verdict.transient)
+        except GaveUp as gave_up:
+            # Only the type and status are kept: an httpx error's message holds the URL, its request the headers.
+            return Failed(url, gave_up.reason(), gave_up.transient)
         now = datetime.now(UTC)
         etag = response.headers.get("ETag")
         last_modified = response.headers.get("Last-Modified")

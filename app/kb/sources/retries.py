@@ -16,12 +16,32 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 from tenacity.wait import WaitBaseT
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PunchclockError
 from app.transient import classify
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class GaveUp(Exception):
+    """The attempts ended in ``last``, after ``attempts`` of them (1 for a failure not worth a retry)."""
+
+    def __init__(self, last: Exception, attempts: int) -> None:
+        super().__init__(f"{type(last).__name__} after {attempts} attempt(s)")
+        self.last = last
+        self.attempts = attempts
+
+    def reason(self) -> str:
+        """Safe to log and store: the failure's type and HTTP status (see :func:`app.transient.classify`), and
+        the message of our own errors, which never hold a URL or a header."""
+        verdict = classify(self.last, retry_timeouts=True)
+        mine = f": {self.last}" if isinstance(self.last, PunchclockError) else ""
+        return f"{verdict.reason}{mine}, after {self.attempts} attempt(s)"
+
+    @property
+    def transient(self) -> bool:
+        return classify(self.last, retry_timeouts=True).transient
 
 
 @dataclass(frozen=True)
@@ -39,17 +59,22 @@ class Retries:
             raise InvalidInput(f"max_retry_after={self.max_retry_after}: must be 0 or more seconds")
 
     async def run(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """``call()``, retried while it raises a transient failure; the last failure is raised. ``what`` names the
-        request in the log (never a header: they may carry secrets)."""
-        async for attempt in AsyncRetrying(
-            stop=self._stop,
-            wait=self._wait,
-            retry=retry_if_exception(lambda exc: classify(exc, retry_timeouts=True).transient),
-            before_sleep=lambda state: _log_retry(what, state),
-            reraise=True,
-        ):
-            with attempt:
-                return await call()
+        """``call()``, retried while it raises a transient failure; :class:`GaveUp` holds the last failure. ``what``
+        names the request in the log (never a header: they may carry secrets)."""
+        tries = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=self._stop,
+                wait=self._wait,
+                retry=retry_if_exception(lambda exc: classify(exc, retry_timeouts=True).transient),
+                before_sleep=lambda state: _log_retry(what, state),
+                reraise=True,
+            ):
+                with attempt:
+                    tries += 1
+                    return await call()
+        except Exception as exc:
+            raise GaveUp(exc, tries) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
 
     def _stop(self, state: RetryCallState) -> bool:

@@ -39,7 +39,7 @@ from app.kb.formats import EXTENSIONS
 from app.kb.sources.base import Failed, Outcome, Unchanged
 from app.kb.sources.compare import carried, outcome_of_body
 from app.kb.sources.http import validate_url
-from app.kb.sources.retries import Retries
+from app.kb.sources.retries import GaveUp, Retries
 from app.kb.sources.s3_xml import ListPage, S3Object, UnreadableAnswer, parse_error, parse_list_page
 from app.kb.sources.sigv4 import EMPTY_SHA256, Credentials, sign
 from app.kb.store import SourceState
@@ -192,12 +192,16 @@ class S3Source:
 
         try:
             response = await self.retries.run(get, f"kb s3 source {self._where()} listing")
-        except (httpx.HTTPError, OSError) as exc:
-            verdict = classify(exc, retry_timeouts=True)
+        except GaveUp as gave_up:
+            if isinstance(gave_up.last, PermanentError):
+                raise gave_up.last from None
+            if not gave_up.transient:
+                reason = gave_up.reason()
+                raise PermanentError(f"{self._where()}: listing failed: {reason}; check endpoint_url") from None
             raise TransientError(
-                f"{self._where()}: listing failed after {self.retries.attempts} attempt(s) at most: {verdict.reason};"
-                " nothing was changed, the next reindex tries again",
-                retry_after=verdict.retry_after,
+                f"{self._where()}: listing failed: {gave_up.reason()}; nothing was changed, the next reindex tries"
+                " again",
+                retry_after=classify(gave_up.last, retry_timeouts=True).retry_after,
             ) from None
         try:
             return parse_list_page(response.content)
@@ -242,9 +246,8 @@ class S3Source:
 
         try:
             response = await self.retries.run(get, f"kb s3 source {key}")
-        except Exception as exc:
-            verdict = classify(exc, retry_timeouts=True)
-            return Failed(key, f"{verdict.reason} ({self.retries.attempts} attempt(s) at most)", verdict.transient)
+        except GaveUp as gave_up:
+            return Failed(key, gave_up.reason(), gave_up.transient)
         # The GET's ETag describes the bytes downloaded, should the object have changed since it was listed.
         etag = response.headers.get("ETag") or item.etag
         return outcome_of_body(key, response.content, previous, etag, item.last_modified, datetime.now(UTC))
