@@ -125,7 +125,9 @@ class S3Source:
         return f"s3: s3://{self.bucket}/{self.prefix} at {redact_url(self.base_url)}"
 
     async def scan(self, known: Mapping[str, SourceState], http: httpx.AsyncClient) -> AsyncIterator[Outcome]:
-        """Every listed object, in key order (S3 lists in UTF-8 binary order)."""
+        """Every listed object, in S3's order (keys in UTF-8 binary order). Raises before yielding anything when
+        the listing fails: :class:`ConfigurationError` for a credential variable not set, ``PermanentError`` or
+        ``TransientError`` as the module docstring says."""
         credentials = self.credentials()
         listing = await self.list_objects(credentials, http)
         for item in listing:
