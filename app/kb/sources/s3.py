@@ -133,7 +133,8 @@ class S3Source:
         for item in listing:
             key = f"s3://{self.bucket}/{item.key}"
             previous = known.get(key)
-            if previous is not None and previous.etag == item.etag and previous.size == item.size:
+            # An empty ETag (some S3-compatible stores list none) proves nothing: such objects are downloaded.
+            if previous is not None and item.etag and previous.etag == item.etag and previous.size == item.size:
                 yield Unchanged(key, carried(previous, item.etag, item.last_modified, datetime.now(UTC)))
             else:
                 yield await self._fetch(key, item, previous, credentials, http)
