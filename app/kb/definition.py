@@ -13,25 +13,28 @@
 
 Everything is checked when built, so a bad definition fails where it is written, naming the value and the fix.
 ``to_json`` / ``from_json`` are the form stored in ``knowledge_bases.definition``; secrets never are: ``Urls``
-names the environment variables holding its headers, ``S3`` uses the usual AWS credential chain.
+names the environment variables holding its headers, ``S3`` reads ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` from the worker's environment at each scan.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
-from app.errors import InvalidInput
+from app.errors import ConfigurationError, InvalidInput
 from app.kb.chunking import ChunkingConfig
 from app.kb.embedders import EMBEDDERS
 from app.kb.gate import Gate, GoldenQuery
 from app.kb.lexical import MAX_DIMS
 from app.kb.sources.base import Source
 from app.kb.sources.folder import FolderSource
+from app.kb.sources.http import HttpSource
+from app.kb.sources.s3 import S3Source
 from app.notify.targets import parse_target
 
 # The same names as schedules': they end up in lock keys ("reindex:{kb}"), CLI arguments and log fields.
@@ -115,7 +118,17 @@ class Urls:
         object.__setattr__(self, "headers_env", dict(self.headers_env))
 
     def build(self) -> Source:
-        return _lazy_source("app.kb.sources.http", "HttpSource", list(self.urls), headers_env=dict(self.headers_env))
+        """The source, with each header's value read now from its environment variable (never stored)."""
+        headers = {}
+        for header, variable in self.headers_env.items():
+            value = os.environ.get(variable)
+            if not value:
+                raise ConfigurationError(
+                    f'header "{header}" of a Urls source reads the environment variable {variable}, which is not'
+                    " set in this process: set it where the workers run"
+                )
+            headers[header] = value
+        return HttpSource(list(self.urls), headers=headers)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "urls": list(self.urls), "headers_env": dict(self.headers_env)}
@@ -141,14 +154,10 @@ class S3:
             _text(self.region, "S3 region")
 
     def build(self) -> Source:
-        return _lazy_source(
-            "app.kb.sources.s3",
-            "S3Source",
-            self.bucket,
-            self.prefix,
-            endpoint_url=self.endpoint_url,
-            region=self.region,
-        )
+        # credentials are read by the source at each scan, from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+        if self.region is None:
+            return S3Source(self.bucket, self.prefix, endpoint_url=self.endpoint_url)
+        return S3Source(self.bucket, self.prefix, endpoint_url=self.endpoint_url, region=self.region)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -162,16 +171,6 @@ class S3:
 
 SourceSpec = Folder | Urls | S3
 _SPECS: dict[str, type[Folder] | type[Urls] | type[S3]] = {spec.kind: spec for spec in (Folder, Urls, S3)}
-
-
-def _lazy_source(module: str, name: str, *args: Any, **kwargs: Any) -> Source:
-    # HttpSource and S3Source are written on another branch in parallel: imported by name when built, so this
-    # module type-checks and imports without them. To become plain imports once both branches are merged.
-    try:
-        kind = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as error:
-        raise InvalidInput(f"{module}.{name} is not available in this installation: {error}") from None
-    return cast(Source, kind(*args, **kwargs))
 
 
 def source_from_json(data: Any) -> SourceSpec:

@@ -148,3 +148,26 @@ def test_a_stored_definition_that_does_not_load_says_why(data: Any, message: str
 def test_sources_read_back_by_kind() -> None:
     assert source_from_json({"kind": "s3", "bucket": "b"}) == S3("b")
     assert source_from_json({"kind": "urls", "urls": ["https://a.example/x.md"]}) == Urls(["https://a.example/x.md"])
+
+
+def test_urls_build_reads_header_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.errors import ConfigurationError
+    from app.kb.definition import Urls
+    from app.kb.sources.http import HttpSource
+
+    spec = Urls(["https://docs.example.com/a.md"], headers_env={"X-Api-Key": "DOCS_TOKEN"})
+    monkeypatch.delenv("DOCS_TOKEN", raising=False)
+    with pytest.raises(ConfigurationError, match="DOCS_TOKEN, which is not set"):
+        spec.build()
+    monkeypatch.setenv("DOCS_TOKEN", "token-value-123")
+    assert isinstance(spec.build(), HttpSource)
+    assert "token-value-123" not in str(spec.to_json())  # the definition stores the variable's name only
+
+
+def test_s3_build_makes_an_s3_source() -> None:
+    from app.kb.definition import S3
+    from app.kb.sources.s3 import S3Source
+
+    built = S3("docs", "policies/", endpoint_url="http://127.0.0.1:9000", region="cn-north-1").build()
+    assert isinstance(built, S3Source)
+    assert "docs" in built.describe()
