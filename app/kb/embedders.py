@@ -70,6 +70,11 @@ class Lexical:
         return await asyncio.to_thread(self._inner.embed, texts)
 
 
+def remote_embedder_id(host: str, model: str) -> str:
+    """A remote model's embedder id: another model or provider is another embedder (the cache is keyed by it)."""
+    return f"openai:{host}:{model}"
+
+
 class RemoteEmbedder:
     """``RemoteEmbedder(llm, base_url, model, batch_size=64, dims=None)``: ``llm.embed`` in requests of at most
     ``batch_size`` texts (providers cap inputs per request: OpenAI 2,048, DashScope 10). ``base_url`` and
@@ -98,7 +103,7 @@ class RemoteEmbedder:
         self._model = model
         self._batch_size = batch_size
         self._dims = dims
-        self._id = f"openai:{host}:{model}"
+        self._id = remote_embedder_id(host, model)
 
     def __repr__(self) -> str:
         return f"RemoteEmbedder({self._id!r}, batch_size={self._batch_size}, dims={self._dims})"

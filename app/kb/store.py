@@ -49,6 +49,7 @@ class KnowledgeBase:
     active_generation: int | None
     created_at: datetime
     updated_at: datetime
+    orphaned: bool = False  # a code knowledge base no longer declared in schedules.py
 
 
 @dataclass(frozen=True)

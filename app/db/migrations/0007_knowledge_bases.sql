@@ -18,6 +18,8 @@ CREATE TABLE knowledge_bases (
     dims               integer NOT NULL CHECK (dims BETWEEN 1 AND 2000),
     -- 'code': declared in code and synced at boot; 'cli': stored only here (as for schedules)
     source             text NOT NULL DEFAULT 'cli' CHECK (source IN ('code', 'cli')),
+    -- a code knowledge base no longer declared in schedules.py: kept (its generations still answer), never deleted
+    orphaned           boolean NOT NULL DEFAULT false,
     -- the generation readers search; NULL until the first one passes its gate. The foreign key is added below.
     active_generation  bigint,
     created_at         timestamptz NOT NULL DEFAULT now(),

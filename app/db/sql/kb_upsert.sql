@@ -7,5 +7,6 @@ ON CONFLICT (name) DO UPDATE SET
     embedder_id = excluded.embedder_id,
     dims = excluded.dims,
     source = excluded.source,
+    orphaned = false,  -- declared again
     updated_at = now()
 RETURNING *
