@@ -28,7 +28,7 @@ from app.broker import ClockActor, build_broker
 from app.db.pool import database_url
 from app.discovery import import_modules, workflows_in
 from app.errors import ConfigurationError
-from app.kb.service import reindex_kb, report_json
+from app.kb.service import reindex_kb, report_json, searcher
 from app.logs import configure_logging
 from app.middleware.database import DatabasePool
 from app.middleware.heartbeat import RunHeartbeat
@@ -131,6 +131,7 @@ def _run(flow_name: str, params: dict[str, Any]) -> Any:
             http=http.client,
             llm=lambda: LLM(http.client, llm_config, tracer_provider=tracer_provider),
             dify=lambda: DifyClient(http.client, dify_apps, os.environ, tracer_provider=tracer_provider),
+            kb=searcher(pool, lambda: http.client, llm_config),
         )
     )
 

@@ -7,7 +7,7 @@ definition, the embedder it declares, a reindex, a search of its active generati
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,19 @@ async def search_kb(
     embedder = embedder_for(kb, http, llm_config)
     vector = (await embedder.embed([query]))[0]
     return await store.search_active(conn, name, vector, k, embedder_id=embedder.id)
+
+
+def searcher(
+    pool: Pool, http: Callable[[], httpx.AsyncClient], llm_config: LLMConfig
+) -> Callable[[str, str, int], Awaitable[list[store.Hit]]]:
+    """``ctx.kb(...).search`` of the workflows: a search on a connection of ``pool`` (``http`` read late: the
+    worker's client opens on first use)."""
+
+    async def search(name: str, query: str, k: int) -> list[store.Hit]:
+        async with pool.acquire() as conn:
+            return await search_kb(conn, name, query, k=k, http=http(), llm_config=llm_config)
+
+    return search
 
 
 def hit_json(hit: store.Hit) -> dict[str, Any]:
