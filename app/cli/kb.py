@@ -1,4 +1,4 @@
-"""``punchclock kb …``: list, show, reindex, search, generations, rollback, add.
+"""``punchclock kb …``: list, show, reindex, search, golden, generations, rollback, add.
 
 Knowledge bases come from ``KNOWLEDGE_BASES`` in schedules.py (synced when a worker boots, ``source`` = ``code``)
 or from ``kb add FILE`` (a definition's JSON, ``source`` = ``cli``). ``kb reindex`` runs the same pipeline as the
@@ -30,8 +30,9 @@ from app.db.queries import sql
 from app.errors import InvalidInput, NotFound
 from app.kb import registry, store
 from app.kb.definition import KnowledgeBase
+from app.kb.gate import Evaluation
 from app.kb.reindex import Progress, ReindexReport
-from app.kb.service import hit_json, reindex_kb, report_json, search_kb
+from app.kb.service import hit_json, reindex_kb, report_json, score_active, search_kb
 from app.notify.targets import parse_target
 from app.settings import Settings
 
@@ -69,6 +70,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     search.add_argument("-k", type=int, default=DEFAULT_K, help=f"how many chunks (default {DEFAULT_K})")
     _json_flag(search)
     search.set_defaults(handler=search_command)
+
+    golden = commands.add_parser("golden", help="score the active generation on the golden queries now")
+    golden.add_argument("name", metavar="NAME")
+    _json_flag(golden)
+    golden.set_defaults(handler=golden_command)
 
     generations = commands.add_parser("generations", help="every generation of a knowledge base, oldest first")
     generations.add_argument("name", metavar="NAME")
@@ -398,4 +404,33 @@ def search_command(args: argparse.Namespace, settings: Settings) -> int:
     for rank, hit in enumerate(hits, 1):
         print(f"{rank}. {hit.source}  (score {hit.score:.3f})")
         print(f"   {output.one_line(hit.text, 200)}")
+    return 0
+
+
+def golden_command(args: argparse.Namespace, settings: Settings) -> int:
+    config = LLMConfig.from_settings(settings)
+
+    async def work(db: Database) -> Evaluation:
+        row = await _kb(db.conn, args.name)
+        async with httpx.AsyncClient() as client:
+            return await score_active(db.conn, row.name, http=client, llm_config=config)
+
+    evaluation = run_with_database(settings, work)
+    if args.json:
+        output.print_json(evaluation.to_json())
+        return 0
+    k = evaluation.k
+    output.print_table(
+        (
+            (
+                output.one_line(score.query, 50),
+                "hit" if score.hit else "MISS",
+                score.first_relevant_rank or output.NONE,
+                ", ".join(score.top_sources[:3]) or output.NONE,
+            )
+            for score in evaluation.queries
+        ),
+        ("QUERY", f"@{k}", "RANK", "TOP SOURCES"),
+    )
+    print(f"hit@{k} {evaluation.hit_at_k:.2f}, MRR {evaluation.mrr:.2f}, recall@{k} {evaluation.recall_at_k:.2f}")
     return 0

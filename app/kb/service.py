@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from app.ai.config import LLMConfig
+from app.errors import InvalidInput
 from app.kb import registry, store
 from app.kb.definition import KnowledgeBase
 from app.kb.embedders import Embedder, make_embedder
+from app.kb.gate import Evaluation, Retrieved, evaluate
 from app.kb.reindex import Progress, ReindexReport, reindex
 
 if TYPE_CHECKING:
@@ -58,6 +60,22 @@ async def search_kb(
     embedder = embedder_for(kb, http, llm_config)
     vector = (await embedder.embed([query]))[0]
     return await store.search_active(conn, name, vector, k, embedder_id=embedder.id)
+
+
+async def score_active(conn: Connection, name: str, *, http: httpx.AsyncClient, llm_config: LLMConfig) -> Evaluation:
+    """The active generation of ``name`` scored now on its definition's golden queries at ``golden_k``: what the
+    gate would say of it today (the golden queries may have changed since it passed)."""
+    row = await store.get_kb(conn, name)
+    kb = KnowledgeBase.from_json(row.definition)
+    if not kb.golden:
+        raise InvalidInput(f'knowledge base "{name}" has no golden queries: add some to its definition')
+    embedder = embedder_for(kb, http, llm_config)
+    vectors = await embedder.embed([query.query for query in kb.golden])
+    results: dict[str, list[Retrieved]] = {}
+    for query, vector in zip(kb.golden, vectors, strict=True):
+        hits = await store.search_active(conn, name, vector, kb.golden_k, embedder_id=embedder.id)
+        results[query.query] = [Retrieved(hit.source, hit.text) for hit in hits]
+    return evaluate(kb.golden, results, k=kb.golden_k)
 
 
 def searcher(

@@ -93,6 +93,12 @@ async def test_add_reindex_search_show_generations_rollback(
     text = capsys.readouterr().out
     assert "active generation:" in text and "hit@5 1.00" in text
 
+    assert await cli("kb", "golden", "handbook", "--json") == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert (scored["hit_at_k"], scored["queries"][0]["first_relevant_rank"]) == (1.0, 1)
+    assert await cli("kb", "golden", "handbook") == 0
+    assert "hit@5 1.00, MRR 1.00, recall@5 1.00" in capsys.readouterr().out
+
     (docs / "travel.md").write_text(TRAVEL + "\nTrains are booked the same way.\n", encoding="utf-8")
     assert await cli("kb", "reindex", "handbook") == 0
     assert 'knowledge base "handbook" generation 2:' in capsys.readouterr().out
@@ -118,6 +124,7 @@ async def test_unknown_kb_exits_2_naming_it_and_the_known_ones(
         ("reindex", "nope"),
         ("search", "nope", "refund"),
         ("generations", "nope"),
+        ("golden", "nope"),
         ("rollback", "nope"),
     ):
         assert await cli("kb", *argv) == 2, argv
@@ -150,6 +157,8 @@ async def test_search_before_any_reindex_says_to_run_one(
     capsys.readouterr()
     assert await cli("kb", "search", "handbook", "refund") == 2
     assert 'knowledge base "handbook" has no active generation yet: run its reindex' in capsys.readouterr().err
+    assert await cli("kb", "golden", "handbook") == 2  # no golden queries
+    assert 'knowledge base "handbook" has no golden queries' in capsys.readouterr().err
 
 
 async def test_a_failed_gate_exits_1_and_keeps_the_active_generation(
