@@ -18,4 +18,9 @@ The pipeline (docs/design.md, "Knowledge bases: reindex"):
     sources     where documents come from, and which changed since the last reindex
     embedders   Lexical (offline) and RemoteEmbedder (an OpenAI-compatible /embeddings)
     reindex     reindex(pool, kb, ...): scan, embed what changed, build a generation, gate, switch
+
+Using them (docs/design.md, "Knowledge bases: use"):
+
+    registry    definitions saved and loaded; KNOWLEDGE_BASES of schedules.py synced at boot (removed: orphaned)
+    service     by name: the reindex actor's and punchclock kb's reindex, search and golden scores; ctx.kb's search
 """
