@@ -230,3 +230,18 @@ async def test_the_projects_docs_kb_passes_its_own_gate(
     assert report["verdict"]["scores"]["hit_at_k"] == 1.0
     assert await cli("kb", "search", "docs", "what does punchclock survive", "--json") == 0
     assert json.loads(capsys.readouterr().out)[0]["source"] == "faults.md"
+
+
+async def test_add_refuses_a_code_knowledge_base_and_updates_a_cli_one(
+    punchclock_env: dict[str, str], pool: Pool, docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with pool.acquire() as conn:
+        await registry.sync_code_kbs(conn, [folder_kb(docs, "code-kb")], CONFIG)
+    assert await cli("kb", "add", definition_file(tmp_path, folder_kb(docs, "code-kb", keep_generations=9))) == 2
+    assert 'knowledge base "code-kb" is declared in schedules.py: change it there' in capsys.readouterr().err
+
+    assert await cli("kb", "add", definition_file(tmp_path, folder_kb(docs))) == 0
+    assert await cli("kb", "add", definition_file(tmp_path, folder_kb(docs, keep_generations=7))) == 0
+    async with pool.acquire() as conn:
+        assert (await registry.load(conn, "code-kb")).keep_generations == 3
+        assert (await registry.load(conn, "handbook")).keep_generations == 7
