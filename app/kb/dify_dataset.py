@@ -329,6 +329,10 @@ class DifyDatasetClient:
 
     # --- one call: key, span, retries, classification ---------------------------------------------------------
 
+    def check_key(self) -> None:
+        """ConfigurationError now, rather than after a whole build, when the key variable is not set."""
+        self._key()
+
     def _key(self) -> str:
         key = self._environ.get(self.target.api_key_env, "").strip()
         if not key:

@@ -180,6 +180,7 @@ class DifySync:
         client = (
             factory(definition.dify) if factory is not None else DifyDatasetClient(http, definition.dify, os.environ)
         )
+        client.check_key()  # before the scan: a missing key should not cost a whole build first
         return cls(client)
 
     @property

@@ -224,7 +224,10 @@ def _handler(fake: FakeDify) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             fake._record(DifyRequest("DELETE", self.path, headers, json.loads(raw) if raw else None))
-            self._dataset("DELETE", headers, None)
+            if self.path.startswith(DATASETS_PATH):
+                self._dataset("DELETE", headers, None)
+                return
+            self._error(404, "not_found", "The requested URL was not found on the server.")
 
         def _dataset(self, method: str, headers: Mapping[str, str], body: Any) -> None:
             if headers.get("authorization") != f"Bearer {fake.dataset_key}":

@@ -245,3 +245,4 @@ async def test_an_unset_key_variable_fails_before_any_request(
         await reindex(pool, "docs", http=http, embedder=Lexical(), now=NOW, dify=clients(http, environ={}))
 
     assert dify.dataset_requests() == []
+    assert await generation_states(pool) == []  # refused before the scan: nothing was built for nothing
