@@ -154,6 +154,9 @@ class _Spool:
         self._index.append((key, self._size, len(data)))
         self._size += len(data)
 
+    def spooled(self) -> list[str]:
+        return [key for key, _, _ in self._index]
+
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         for key, offset, length in self._index:
             assert self._file is not None
@@ -208,7 +211,9 @@ class DifySync:
         target = self.target
         known = await _get_documents(conn, kb)
         texts = await self._texts()
-        plan = plan_sync(target.dataset_id, known, {key: _sha256(text) for key, text in texts.items()}, seen, skipped)
+        # a blank text is no document for Dify either, even when the reindex kept its (empty) chunk list
+        no_text = {*skipped, *(key for key in self._spool.spooled() if key not in texts)}
+        plan = plan_sync(target.dataset_id, known, {key: _sha256(text) for key, text in texts.items()}, seen, no_text)
         ids = {key: doc.document_id for key, doc in known.items() if doc.dataset_id == target.dataset_id}
         batches = []
         created = updated = 0

@@ -246,3 +246,23 @@ async def test_an_unset_key_variable_fails_before_any_request(
 
     assert dify.dataset_requests() == []
     assert await generation_states(pool) == []  # refused before the scan: nothing was built for nothing
+
+
+async def test_a_document_deleted_in_dify_is_created_again_and_one_left_blank_is_deleted(
+    pool: asyncpg.Pool[Any], http: httpx.AsyncClient, dify: FakeDify, tmp_path: Path
+) -> None:
+    write(tmp_path, "a.md", "Alpha is the first letter.")
+    write(tmp_path, "b.md", "Beta is the second letter.")
+    await define(pool, knowledge_base(tmp_path, dify))
+    await reindex(pool, "docs", http=http, embedder=Lexical(), now=NOW, dify=clients(http))
+    dify.documents = {id_: doc for id_, doc in dify.documents.items() if doc.name != "a.md"}  # deleted by hand
+    write(tmp_path, "a.md", "Alpha is the first letter, edited.")
+    write(tmp_path, "b.md", "   \n")
+
+    report = await reindex(pool, "docs", http=http, embedder=Lexical(), now=NOW, dify=clients(http))
+
+    assert report.dify is not None and (report.dify.created, report.dify.updated, report.dify.deleted) == (1, 0, 1)
+    assert dify.names() == {"a.md": "Alpha is the first letter, edited."}
+    rows = await dify_rows(pool)
+    assert sorted(rows) == ["a.md"]
+    assert rows["a.md"][1] == next(iter(dify.documents))
