@@ -136,6 +136,14 @@ class DifyReport:
     missing: Sequence[str] = ()
     verdict: Verdict | None = None
 
+    def summary(self) -> str:
+        gate = "" if self.verdict is None else (", gate passed" if self.verdict.passed else ", gate FAILED")
+        missing = f", {len(self.missing)} never pushed (reindex with full=True)" if self.missing else ""
+        return (
+            f"Dify dataset {self.dataset_id}: {self.created} created, {self.updated} updated, {self.deleted} deleted"
+            f"{missing}{gate}"
+        )
+
 
 class _Spool:
     """Fetched documents' bytes in an unlinked temporary file: (key, offset, length) in memory only."""

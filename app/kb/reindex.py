@@ -17,6 +17,8 @@ The reindex actor and ``punchclock kb reindex`` both call :func:`reindex`. Its s
    judges. Passed: the source states are stored and the generation activated in one transaction, then old
    generations dropped. Failed: the generation is marked failed with its scores and a PermanentError names the
    regressed queries; the active generation keeps answering.
+5. With a Dify target, between the gate and the switch, the changed documents are pushed to the Dify dataset and,
+   with its ``gate``, the golden queries judged through Dify's retrieve API too (``app/kb/dify_sync.py``).
 
 Decisions:
 
@@ -117,6 +119,7 @@ class ReindexReport:
             f" {self.fetched} fetched, {self.unchanged} unchanged, {len(self.failed)} failed,"
             f" {len(self.skipped)} skipped, {len(self.gone)} gone; {self.embedded} chunks embedded,"
             f" {self.carried} carried;{verdict} {'activated' if self.activated else 'not activated'}"
+            + (f"; {self.dify.summary()}" if self.dify is not None else "")
         )
 
 

@@ -135,6 +135,7 @@ async def test_documents_are_created_updated_and_deleted_in_dify_as_the_sources_
 
     assert second.dify is not None
     assert (second.dify.created, second.dify.updated, second.dify.deleted) == (1, 1, 1)
+    assert second.summary().endswith(f"; Dify dataset {dify.dataset_id}: 1 created, 1 updated, 1 deleted")
     assert dify.names() == {
         "a.md": "Alpha is the first letter, and it was edited.",
         "c.md": "Gamma is the third letter.",
