@@ -18,6 +18,8 @@ The pipeline (docs/design.md, "Knowledge bases: reindex"):
     sources     where documents come from, and which changed since the last reindex
     embedders   Lexical (offline) and RemoteEmbedder (an OpenAI-compatible /embeddings)
     reindex     reindex(pool, kb, ...): scan, embed what changed, build a generation, gate, switch
+    dify_sync   a Dify target: push changed documents to a Dify dataset, gate through its retrieve API
+    dify_dataset  the Dify Knowledge API client (create/update/delete by text, indexing status, retrieve)
 
 Using them (docs/design.md, "Knowledge bases: use"):
 

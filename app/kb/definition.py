@@ -9,12 +9,14 @@
         gate=Gate(min_hit_at_k=0.8),
         keep_generations=3,
         notify=["slack:env:SLACK_WEBHOOK"],
+        dify=DifyTarget("https://api.dify.ai", "<dataset id>", api_key_env="DIFY_HANDBOOK_KEY"),  # optional
     )
 
 Everything is checked when built, so a bad definition fails where it is written, naming the value and the fix.
 ``to_json`` / ``from_json`` are the form stored in ``knowledge_bases.definition``; secrets never are: ``Urls``
 names the environment variables holding its headers, ``S3`` reads ``AWS_ACCESS_KEY_ID`` and
-``AWS_SECRET_ACCESS_KEY`` from the worker's environment at each scan.
+``AWS_SECRET_ACCESS_KEY`` from the worker's environment at each scan, ``DifyTarget`` names the variable holding the
+dataset API key.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from app.errors import ConfigurationError, InvalidInput
 from app.kb.chunking import ChunkingConfig
@@ -183,6 +186,81 @@ def source_from_json(data: Any) -> SourceSpec:
         raise InvalidInput(f"invalid {data['kind']} source {data!r}: {error}") from None
 
 
+# --- a Dify dataset the knowledge base is pushed to --------------------------------------------------------------
+
+# Dify's retrieval methods (its RetrievalModel.search_method); an "economy" dataset answers keyword_search only.
+DIFY_SEARCH_METHODS = ("semantic_search", "full_text_search", "hybrid_search", "keyword_search")
+DIFY_INDEXING_TECHNIQUES = ("high_quality", "economy")
+
+
+@dataclass(frozen=True)
+class DifyTarget:
+    """A Dify dataset (knowledge base) that receives the knowledge base's documents at each reindex
+    (``app/kb/dify_sync.py``). ``base_url``: the Service API root without ``/v1`` (``https://api.dify.ai`` or a
+    self-hosted address). ``api_key_env``: the name of the environment variable holding the dataset API key
+    (``dataset-…``), read at each reindex, never stored. ``gate``: also score the golden queries through Dify's
+    retrieve API, and fail the reindex when they miss there. ``search_method`` and ``indexing_technique`` are sent
+    to Dify as they are (``indexing_technique`` only matters for a dataset that has none yet)."""
+
+    base_url: str
+    dataset_id: str
+    api_key_env: str
+    gate: bool = True
+    search_method: str = "semantic_search"
+    indexing_technique: str = "high_quality"
+
+    def __post_init__(self) -> None:
+        where = f"Dify target {self.base_url!r}"
+        _text(self.base_url, "Dify base URL")
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidInput(f"{where}: the base URL must be http(s)://host[:port][/path]")
+        if url.username is not None or url.password is not None:
+            raise InvalidInput(f"{where}: the base URL must not carry credentials; put the key in {self.api_key_env}")
+        if url.query or url.fragment:
+            raise InvalidInput(f"{where}: the base URL must have no query or fragment")
+        if url.path.rstrip("/").endswith("/v1"):
+            raise InvalidInput(f"{where}: the base URL ends with /v1; drop it, the client appends /v1/...")
+        dataset = _text(self.dataset_id, "Dify dataset_id")
+        if "/" in dataset or dataset != dataset.strip():
+            raise InvalidInput(f"{where}: invalid dataset_id {dataset!r}: use the dataset's id as Dify shows it")
+        if not isinstance(self.api_key_env, str) or not _ENV_NAME.match(self.api_key_env):
+            raise InvalidInput(
+                f"{where}: api_key_env {self.api_key_env!r} is not an environment variable name (letters, digits"
+                " and _, e.g. DIFY_HANDBOOK_KEY); give the variable's name, never the key"
+            )
+        if not isinstance(self.gate, bool):
+            raise InvalidInput(f"{where}: gate {self.gate!r}: use True or False")
+        if self.search_method not in DIFY_SEARCH_METHODS:
+            raise InvalidInput(
+                f"{where}: search_method {self.search_method!r}: use one of {', '.join(DIFY_SEARCH_METHODS)}"
+            )
+        if self.indexing_technique not in DIFY_INDEXING_TECHNIQUES:
+            raise InvalidInput(
+                f"{where}: indexing_technique {self.indexing_technique!r}: use one of"
+                f" {', '.join(DIFY_INDEXING_TECHNIQUES)}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "dataset_id": self.dataset_id,
+            "api_key_env": self.api_key_env,
+            "gate": self.gate,
+            "search_method": self.search_method,
+            "indexing_technique": self.indexing_technique,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> DifyTarget:
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"invalid Dify target {data!r}: use an object with base_url, dataset_id, api_key_env")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise InvalidInput(f"invalid Dify target {data!r}: {error}") from None
+
+
 # --- the knowledge base ------------------------------------------------------------------------------------------
 
 
@@ -199,6 +277,7 @@ class KnowledgeBase:
     golden_k: int = DEFAULT_GOLDEN_K  # the depth hit@k, MRR and recall@k are scored at
     keep_generations: int = 3
     notify: Sequence[str] = ()
+    dify: DifyTarget | None = None  # also push the documents to this Dify dataset (and gate through it)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -243,6 +322,8 @@ class KnowledgeBase:
             # The link-local rule (PUNCHCLOCK_NOTIFY_ALLOW_LINK_LOCAL) is the defining command's to apply: a
             # definition read back from the database must always load.
             parse_target(entry, allow_link_local=True)
+        if self.dify is not None and not isinstance(self.dify, DifyTarget):
+            raise InvalidInput(f"invalid dify {self.dify!r} of {what}: use DifyTarget(...) or leave it out")
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "golden", golden)
         object.__setattr__(self, "notify", notify)
@@ -276,6 +357,8 @@ class KnowledgeBase:
             "golden_k": self.golden_k,
             "keep_generations": self.keep_generations,
             "notify": list(self.notify),
+            # only when set: definitions stored before Dify targets existed read back, and compare, unchanged
+            **({"dify": self.dify.to_json()} if self.dify is not None else {}),
         }
 
     @classmethod
@@ -303,6 +386,7 @@ class KnowledgeBase:
                 golden_k=data.get("golden_k", DEFAULT_GOLDEN_K),
                 keep_generations=data.get("keep_generations", 3),
                 notify=data.get("notify", ()),
+                dify=DifyTarget.from_json(data["dify"]) if data.get("dify") is not None else None,
             )
         except (TypeError, KeyError, AttributeError) as error:
             raise InvalidInput(f'invalid definition of knowledge base "{name}": {error!r}') from None

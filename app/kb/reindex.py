@@ -17,6 +17,8 @@ The reindex actor and ``punchclock kb reindex`` both call :func:`reindex`. Its s
    judges. Passed: the source states are stored and the generation activated in one transaction, then old
    generations dropped. Failed: the generation is marked failed with its scores and a PermanentError names the
    regressed queries; the active generation keeps answering.
+5. With a Dify target, between the gate and the switch, the changed documents are pushed to the Dify dataset and,
+   with its ``gate``, the golden queries judged through Dify's retrieve API too (``app/kb/dify_sync.py``).
 
 Decisions:
 
@@ -56,6 +58,7 @@ from app.errors import InvalidInput
 from app.kb import store
 from app.kb.chunking import Chunk, ChunkingConfig
 from app.kb.definition import KnowledgeBase
+from app.kb.dify_sync import ClientFactory, DifyReport, DifySync, gate_results_with_dify
 from app.kb.embedders import Embedder
 from app.kb.formats import extract_text
 from app.kb.gate import Evaluation, Retrieved, Verdict, evaluate
@@ -104,6 +107,7 @@ class ReindexReport:
     embedder_changed: bool = False  # the active generation was embedded by another embedder
     verdict: Verdict | None = None
     dropped: Sequence[int] = ()  # numbers of the generations dropped after the switch
+    dify: DifyReport | None = None  # what was pushed to the Dify target, and its gate (app/kb/dify_sync.py)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -115,6 +119,7 @@ class ReindexReport:
             f" {self.fetched} fetched, {self.unchanged} unchanged, {len(self.failed)} failed,"
             f" {len(self.skipped)} skipped, {len(self.gone)} gone; {self.embedded} chunks embedded,"
             f" {self.carried} carried;{verdict} {'activated' if self.activated else 'not activated'}"
+            + (f"; {self.dify.summary()}" if self.dify is not None else "")
         )
 
 
@@ -140,6 +145,7 @@ class _Build:
         self.embedder = embedder
         self.run_id = run_id
         self.generation: Generation | None = None
+        self.dify: DifySync | None = None  # the Dify target's push, fed the fetched documents
 
     async def ensure(self, dims: int) -> Generation:
         if self.generation is None:
@@ -191,6 +197,7 @@ async def reindex(
     progress: Callable[[Progress], None] | None = None,
     full: bool = False,
     run_id: int | None = None,
+    dify: ClientFactory | None = None,
 ) -> ReindexReport:
     """Reindex knowledge base ``kb_name`` as the module docstring says; ``now`` stamps the sources' last_seen_at.
     Raises PermanentError when its gate fails or a source's listing fails (nothing changed then), and whatever
@@ -219,12 +226,16 @@ async def reindex(
                 extra={"action": "kb_after_rollback", "kb": kb_name, "generation": plan.active.number},
             )
         build = _Build(conn, kb_name, embedder, run_id)
+        build.dify = DifySync.start(definition, http, dify)
         try:
             return await _run(build, row, definition, plan, states, http, now, progress, started)
         except BaseException as error:
             if build.generation is not None:
                 await _mark_failed(conn, build.generation, error)
             raise
+        finally:
+            if build.dify is not None:
+                build.dify.close()
 
 
 @dataclass(frozen=True)
@@ -308,6 +319,8 @@ async def _scan(
                 if skipped is not None:
                     tally.skipped[key] = skipped
                 pending.append((key, chunks))
+                if build.dify is not None:
+                    build.dify.fetched(key, outcome.data)
                 pending_chunks += len(chunks)
                 found.states[key] = replace(outcome.state, last_seen_at=now, skipped=skipped, error=None)
                 if pending_chunks >= FLUSH_CHUNKS:
@@ -457,13 +470,19 @@ async def _run(
                 " Fix the sources, or the golden queries if they are out of date, and reindex"
             )
 
+    dify_report = None
+    if build.dify is not None:  # after the local gate, before the switch: a failing Dify gate fails the run
+        dify_report = await build.dify.push_and_gate(
+            conn, kb, definition, seen=new_states.keys(), skipped=tally.skipped.keys(), active=active
+        )
+        report = replace(report, dify=dify_report)
     await store.finish_generation(
         conn,
         generation.id,
         "ready",
         counts,
         gate_scores=gate_scores,
-        gate_results=verdict.to_json() if verdict is not None else None,
+        gate_results=gate_results_with_dify(verdict.to_json() if verdict is not None else None, dify_report),
     )
     async with conn.transaction():
         # With the switch, so the states always describe the active generation (see the module docstring).
