@@ -4,7 +4,7 @@
                             [--rss-chunks 100000] [--skip-rss] [--skip-remote] [--keep]
     python bench/reindex.py --docs 300 --search-chunks 4000 --queries 100 --rss-chunks 3000   # a quick check (30 s)
 
-The defaults take about 25 minutes on 2 shared cores (memory 8.5, incremental vs full 7.5, search 4.5): run by
+The defaults take about 20 minutes on 2 shared cores (memory 8.5, incremental vs full 7.5, search 4): run by
 hand, not by ``make bench``.
 
 Everything runs in this process against a fresh ``punchclock_reindex`` database (embedded in
