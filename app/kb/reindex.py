@@ -416,6 +416,18 @@ async def _run(
     carried = 0
     if active is not None and plan.can_carry and keep:
         carried = await store.carry_forward(conn, active.id, generation.id, keep)
+    # Indexed once filled, and before the gate, so the golden queries search the index readers will.
+    indexing = time.monotonic()
+    await store.index_generation(conn, generation.id)
+    logger.info(
+        "generation indexed",
+        extra={
+            "action": "kb_indexed",
+            "kb": kb,
+            "generation": generation.number,
+            "seconds": round(time.monotonic() - indexing, 3),
+        },
+    )
     counts = GenerationCounts(
         documents=tally.scanned - len(tally.skipped),
         chunks=tally.chunks + carried,

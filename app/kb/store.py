@@ -222,9 +222,12 @@ async def finish_generation(
     gate_results: Any = None,
     error: str | None = None,
 ) -> Generation:
-    """Record the end of a build: ``ready`` (its gate passed: it may be activated) or ``failed``."""
+    """Record the end of a build: ``ready`` (its gate passed: it may be activated) or ``failed``. A ready one
+    gets its HNSW index first, if :func:`index_generation` has not built it yet: nothing unindexed is activated."""
     if state not in ("ready", "failed"):
         raise InvalidInput(f'a build ends "ready" or "failed", not "{state}"')
+    if state == "ready":
+        await index_generation(conn, generation)
     for value, what in ((gate_scores, "gate_scores"), (gate_results, "gate_results")):
         problem = jsonb_problem(value, what)
         if problem:
@@ -236,6 +239,15 @@ async def finish_generation(
         current = await get_generation(conn, generation)
         raise InvalidInput(f"{current.ref().label()} is {current.state}: only a building generation can finish")
     return _generation(row)
+
+
+async def index_generation(conn: Connection, generation: int) -> None:
+    """Build the HNSW index of a building generation once its chunks are in (idempotent). Indexing after the
+    inserts is about 7 times faster than inserting into an indexed partition (migration 0007 says why)."""
+    try:
+        await conn.execute(sql("kb_index_generation"), generation)
+    except asyncpg.ObjectNotInPrerequisiteStateError as error:
+        raise InvalidInput(str(error)) from None
 
 
 # --- the switch --------------------------------------------------------------------------------------------------

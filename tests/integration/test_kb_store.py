@@ -52,7 +52,7 @@ async def partition_indexes(conn: Any, generation: int) -> list[str]:
     return sorted(row["d"] for row in rows)
 
 
-async def test_a_new_generation_gets_a_partition_of_its_own_with_an_hnsw_index(pool: asyncpg.Pool[Any]) -> None:
+async def test_a_new_generation_gets_a_partition_of_its_own_indexed_once_filled(pool: asyncpg.Pool[Any]) -> None:
     async with pool.acquire() as conn:
         await new_kb(conn, dims=8)
         first = await store.new_generation(conn, "docs", embedder_id=EMBEDDER, dims=8)
@@ -66,6 +66,10 @@ async def test_a_new_generation_gets_a_partition_of_its_own_with_an_hnsw_index(p
             f"kb_chunks_{first.id}",
         )
         assert bound == f"FOR VALUES IN ('{first.id}')"
+        # no HNSW index while it is filled (inserting into one is 7 times slower), then one
+        assert not any("hnsw" in d for d in await partition_indexes(conn, first.id))
+        await store.index_generation(conn, first.id)
+        await store.index_generation(conn, first.id)  # idempotent
         indexes = await partition_indexes(conn, first.id)
         assert any(
             "USING hnsw (((embedding)::vector(8)) vector_cosine_ops)" in d and f"kb_chunks_{first.id}_embedding" in d
@@ -414,3 +418,15 @@ async def test_knowledge_bases_and_source_states_round_trip(pool: asyncpg.Pool[A
         assert await store.get_source_states(conn, "alpha") == {}
         with pytest.raises(NotFound, match='no knowledge base named "nope"'):
             await store.put_source_states(conn, "nope", [SourceState("x")])
+
+
+async def test_a_ready_generation_always_has_its_index_and_only_a_building_one_is_indexed(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    async with pool.acquire() as conn:
+        await new_kb(conn, dims=8)
+        generation = await store.new_generation(conn, "docs", embedder_id=EMBEDDER, dims=8)
+        await store.finish_generation(conn, generation.id, "ready", store.GenerationCounts())
+        assert any("hnsw" in d for d in await partition_indexes(conn, generation.id))
+        with pytest.raises(InvalidInput, match="is ready: only a building generation is indexed"):
+            await store.index_generation(conn, generation.id)
