@@ -9,6 +9,8 @@ WORKDIR /app
 COPY pyproject.toml README.md schedules.py ./
 COPY app ./app
 COPY actors ./actors
+# the docs knowledge base of schedules.py reads them (Folder("docs"), relative to the working directory)
+COPY docs ./docs
 RUN pip install . \
     && useradd --create-home --uid 1000 punchclock \
     && chown punchclock /app

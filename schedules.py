@@ -1,9 +1,25 @@
-"""Schedules declared in code. Synced into the database when a worker boots (created or updated; one removed
-from here is paused and marked orphaned, never deleted). ``punchclock schedules list`` shows them."""
+"""Schedules and knowledge bases declared in code. Synced into the database when a worker boots (created or
+updated; one removed from here is marked orphaned, never deleted: a schedule is also paused).
+``punchclock schedules list`` and ``punchclock kb list`` show them."""
 
 from datetime import timedelta
 
+from app.kb.definition import Folder, KnowledgeBase
+from app.kb.gate import Gate, GoldenQuery
 from app.schedule import Schedule
+
+KNOWLEDGE_BASES = [
+    # This project's own docs, offline: the lexical embedder matches words and character n-grams, not meaning.
+    KnowledgeBase(
+        "docs",
+        sources=[Folder("docs", "**/*.md")],
+        golden=[
+            GoldenQuery("which faults does punchclock survive", expected_sources=("faults.md",)),
+            GoldenQuery("how to upgrade and run punchclock on several hosts", expected_sources=("operations.md",)),
+        ],
+        gate=Gate(min_hit_at_k=1.0),
+    ),
+]
 
 SCHEDULES = [
     Schedule(
@@ -15,6 +31,13 @@ SCHEDULES = [
         args={"workflow": "daily_brief"},
         timeout=timedelta(minutes=10),
         description="09:00 Beijing time on weekdays: an LLM-written sales brief that remembers yesterday's advice.",
+    ),
+    Schedule(
+        name="docs-reindex",
+        actor="reindex",
+        cron="0 3 * * *",
+        args={"kb": "docs"},
+        description="03:00 UTC: reindex the docs knowledge base (only changed files are read again).",
     ),
     Schedule(
         name="heartbeat",

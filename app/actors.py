@@ -23,11 +23,12 @@ from app.actor_args import ActorParams
 from app.ai.config import LLMConfig
 from app.ai.dify import DifyClient
 from app.ai.llm import LLM
-from app.boot import load_code_schedules, load_dify_apps, prepare_database
+from app.boot import load_code_kbs, load_code_schedules, load_dify_apps, prepare_database
 from app.broker import ClockActor, build_broker
 from app.db.pool import database_url
 from app.discovery import import_modules, workflows_in
 from app.errors import ConfigurationError
+from app.kb.service import reindex_kb, report_json, searcher
 from app.logs import configure_logging
 from app.middleware.database import DatabasePool
 from app.middleware.heartbeat import RunHeartbeat
@@ -57,7 +58,14 @@ llm_config = LLMConfig.from_settings(settings)
 
 
 async def _on_database_ready(pool: Pool) -> None:
-    await prepare_database(pool, schedules, runnable_actors, allow_link_local=settings.notify_allow_link_local)
+    await prepare_database(
+        pool,
+        schedules,
+        runnable_actors,
+        allow_link_local=settings.notify_allow_link_local,
+        kbs=knowledge_bases,
+        llm_config=llm_config,
+    )
 
 
 publisher: Publisher  # set below, once the broker exists; the lambdas read it late
@@ -123,6 +131,7 @@ def _run(flow_name: str, params: dict[str, Any]) -> Any:
             http=http.client,
             llm=lambda: LLM(http.client, llm_config, tracer_provider=tracer_provider),
             dify=lambda: DifyClient(http.client, dify_apps, os.environ, tracer_provider=tracer_provider),
+            kb=searcher(pool, lambda: http.client, llm_config),
         )
     )
 
@@ -137,6 +146,22 @@ def run_workflow(workflow: str, **params: Any) -> Any:
 def dify(app: str, inputs: dict[str, Any] | None = None, **params: Any) -> Any:
     """Run the Dify workflow app ``app`` with ``inputs``; ``user`` is the schedule's name."""
     return _run("dify", {**params, "app": app, "inputs": inputs or {}})
+
+
+# One reindex of a knowledge base at a time, whoever triggers it (the lease "reindex:{kb}"). A failed gate is a
+# PermanentError: the run fails once, and the schedule's notify targets get the one failure notification. The
+# knowledge base's own notify is not sent yet (README, "Knowledge bases").
+@dramatiq.actor(actor_name="reindex", lock_key="reindex:{kb}")
+def reindex(kb: str, full: bool = False) -> dict[str, Any]:
+    """Reindex knowledge base ``kb`` (declared in KNOWLEDGE_BASES or added with ``punchclock kb add``); the run's
+    output is the report. ``full`` re-reads and re-chunks every document."""
+    message = CurrentMessage.get_current_message()
+    run_id = message.options.get("run_id") if message is not None else None
+    pool = database.pool()
+    report = run_on_loop(
+        lambda: reindex_kb(pool, kb, http=http.client, llm_config=llm_config, run_id=run_id, full=full)
+    )
+    return report_json(report)
 
 
 # Notifications retry inside (tenacity) and record their own failure: the message itself is never retried,
@@ -184,6 +209,9 @@ runnable_actors = {
     for name in sorted(broker.actors)
     if name not in (tick.actor_name, notify.actor_name)
 }
+knowledge_bases = load_code_kbs(
+    settings.schedules_module, llm_config, allow_link_local=settings.notify_allow_link_local
+)
 schedules = load_code_schedules(
     settings.schedules_module, runnable_actors, allow_link_local=settings.notify_allow_link_local
 )
@@ -194,6 +222,7 @@ __all__ = [
     "database",
     "heartbeat",
     "http",
+    "knowledge_bases",
     "lifecycle",
     "notify",
     "publisher",

@@ -1,4 +1,5 @@
-"""What a process does once its database pool is open: migrate, then sync ``schedules.py``.
+"""What a process does once its database pool is open: migrate, then sync ``schedules.py`` (its ``SCHEDULES`` and
+``KNOWLEDGE_BASES``).
 
 Both are safe when several workers boot at once: migrations hold an advisory lock, and the sync is one
 transaction of idempotent upserts.
@@ -12,10 +13,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from app.actor_args import KnownActors
+from app.ai.config import LLMConfig
 from app.ai.dify import DifyApp
 from app.db.migrate import migrate
 from app.db.queries import sql
 from app.errors import ConfigurationError, InvalidInput
+from app.kb.definition import KnowledgeBase
+from app.kb.registry import check_unique, embedder_identity, sync_code_kbs
+from app.notify.targets import parse_target
 from app.redaction import register_secrets
 from app.schedule import Schedule
 from app.schedule_store import sync_code_schedules
@@ -66,12 +71,42 @@ def load_dify_apps(module_name: str, environ: Mapping[str, str] | None = None) -
     return {app.name: app for app in declared}
 
 
+def load_code_kbs(module_name: str, config: LLMConfig, *, allow_link_local: bool = False) -> list[KnowledgeBase]:
+    """The knowledge bases ``module_name`` declares in an optional ``KNOWLEDGE_BASES`` list, checked now (unique
+    names, notify targets, an embedder that can be built here), so a bad one stops the boot naming itself."""
+    if not module_name:
+        return []
+    declared = getattr(importlib.import_module(module_name), "KNOWLEDGE_BASES", [])
+    if not isinstance(declared, list | tuple) or not all(isinstance(kb, KnowledgeBase) for kb in declared):
+        raise ConfigurationError(f"{module_name}.KNOWLEDGE_BASES must be a list of app.kb.definition.KnowledgeBase")
+    try:
+        for kb in declared:
+            # The definition accepts any link-local target (one read back must load); the boot applies the rule.
+            for entry in kb.notify:
+                parse_target(entry, allow_link_local=allow_link_local)
+            embedder_identity(kb, config)
+        return check_unique(declared)
+    except InvalidInput as exc:
+        raise ConfigurationError(f"{module_name}.py: {exc}") from None
+
+
 async def prepare_database(
-    pool: Pool, schedules: Sequence[Schedule] | None, known_actors: KnownActors, *, allow_link_local: bool = False
+    pool: Pool,
+    schedules: Sequence[Schedule] | None,
+    known_actors: KnownActors,
+    *,
+    allow_link_local: bool = False,
+    kbs: Sequence[KnowledgeBase] | None = None,
+    llm_config: LLMConfig | None = None,
 ) -> None:
-    """Migrate; then, when ``schedules`` is given, make the code schedules in the database match it."""
+    """Migrate; then, when ``schedules`` is given, make the code schedules in the database match it, and when
+    ``kbs`` is, the code knowledge bases."""
     async with pool.acquire() as conn:
         await migrate(conn)
         if schedules is not None:
             now = await conn.fetchval(sql("db_now"))
             await sync_code_schedules(conn, schedules, known_actors, now=now, allow_link_local=allow_link_local)
+        if kbs is not None:
+            if llm_config is None:
+                raise ValueError("syncing knowledge bases needs the llm_config their embedders are read from")
+            await sync_code_kbs(conn, kbs, llm_config)

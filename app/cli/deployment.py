@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from app.actor_args import ActorParams
-from app.boot import load_code_schedules
+from app.ai.config import LLMConfig
+from app.boot import load_code_kbs, load_code_schedules
+from app.kb.definition import KnowledgeBase
 from app.publisher import Publisher
 from app.schedule import Schedule
 from app.settings import Settings
@@ -28,6 +30,13 @@ def code_schedules(settings: Settings) -> list[Schedule]:
     read with the command's own settings rather than those ``app.actors`` was first imported with."""
     return load_code_schedules(
         settings.schedules_module, registered_actors(), allow_link_local=settings.notify_allow_link_local
+    )
+
+
+def code_kbs(settings: Settings) -> list[KnowledgeBase]:
+    """The checked ``KNOWLEDGE_BASES`` of this command's schedules module (empty name or none declared: none)."""
+    return load_code_kbs(
+        settings.schedules_module, LLMConfig.from_settings(settings), allow_link_local=settings.notify_allow_link_local
     )
 
 

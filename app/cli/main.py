@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from app.broker import MEMORY_BROKER
-from app.cli import db, runs, schedules, stats
+from app.cli import db, kb, runs, schedules, stats
 from app.cli.database import Database, run_with_database
 from app.dev_lock import dev_pid
 from app.errors import InvalidInput, NotFound, PunchclockError
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.register(commands.add_parser("schedules", help="add, list, show, pause, trigger … schedules"))
     runs.register(commands.add_parser("runs", help="the run history; cancel or retry a run"))
     stats.register(commands.add_parser("stats", help="per schedule: runs by state, success rate, p50/p95 duration"))
+    kb.register(commands.add_parser("kb", help="knowledge bases: list, show, reindex, search, generations, rollback"))
     db.register(commands.add_parser("db", help="the embedded PostgreSQL: status, stop"))
     commands.add_parser(
         "dev", help="the whole stack in one process: embedded PostgreSQL, in-memory broker, a ticker"

@@ -10,13 +10,15 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+from app.ai.config import LLMConfig
 from app.cli import backfill, confirm, output, trigger
 from app.cli.arguments import instant, json_object
 from app.cli.database import Database, run_with_database
-from app.cli.deployment import code_schedules, registered_actors
+from app.cli.deployment import code_kbs, code_schedules, registered_actors
 from app.cli.runs import cancelled_text, pending_text
 from app.cron import next_fires, validate_timezone
 from app.errors import InvalidInput
+from app.kb.registry import sync_code_kbs
 from app.notify.targets import parse_target
 from app.runs import Pending, Run, cancel_schedule_runs, count_pending, list_runs
 from app.schedule import OPTIONS, Schedule
@@ -355,16 +357,22 @@ def _report_pending(name: str, pending: Pending, cancelled: Pending | None, why:
 
 
 def sync_command(args: argparse.Namespace, settings: Settings) -> int:
-    schedules, known = code_schedules(settings), registered_actors()
+    schedules, known, kbs = code_schedules(settings), registered_actors(), code_kbs(settings)
+    llm_config = LLMConfig.from_settings(settings)
 
-    async def sync(db: Database) -> tuple[list[str], list[str]]:
-        return await sync_code_schedules(
+    async def sync(db: Database) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
+        synced = await sync_code_schedules(
             db.conn, schedules, known, now=await db.now(), allow_link_local=settings.notify_allow_link_local
         )
+        return synced, await sync_code_kbs(db.conn, kbs, llm_config)
 
-    synced, orphaned = run_with_database(settings, sync)
+    (synced, orphaned), (kbs_synced, kbs_orphaned) = run_with_database(settings, sync)
     source = settings.schedules_module or "no module (PUNCHCLOCK_SCHEDULES_MODULE is empty)"
     print(f"synced {len(synced)} schedule(s) from {source}" + (f": {', '.join(synced)}" if synced else ""))
     if orphaned:
         print(f"orphaned (no longer in code: paused, history kept): {', '.join(orphaned)}")
+    if kbs_synced or kbs_orphaned:
+        print(f"synced {len(kbs_synced)} knowledge base(s)" + (f": {', '.join(kbs_synced)}" if kbs_synced else ""))
+    if kbs_orphaned:
+        print(f"orphaned knowledge bases (no longer in code: kept, still searchable): {', '.join(kbs_orphaned)}")
     return 0

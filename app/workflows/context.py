@@ -1,10 +1,10 @@
 """What a workflow sees: its params, its run, and the capabilities it declared (``llm``, ``dify``, ``http``,
-``memory``), plus ``step(name)``. A capability it did not declare raises :class:`ScopeError`; an LLM that is
+``memory``, ``kb``), plus ``step(name)``. A capability it did not declare raises :class:`ScopeError`; an LLM that is
 not configured raises :class:`~app.errors.ConfigurationError` naming the variables to set, when first used."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -14,12 +14,17 @@ import httpx
 
 from app.ai.dify import DifyWorkflowFailed
 from app.ai.usage import Usage
+from app.errors import ConfigurationError
 from app.workflows.definition import ScopeError, Workflow
 from app.workflows.memory import Memory
 from app.workflows.steps import Steps, Tally
 
 if TYPE_CHECKING:
     from app.ai.dify import DifyClient
+    from app.kb.store import Hit
+
+# (knowledge base, query, k) → the k nearest chunks of its active generation (app/kb/service.py, search_kb)
+KbSearch = Callable[[str, str, int], Awaitable[list["Hit"]]]
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,25 @@ class ScheduleDify:
         return result
 
 
+class KnowledgeBaseReader:
+    """One knowledge base a workflow declared: ``await ctx.kb("policies").search("refunds", k=5)`` → hits with
+    ``text``, ``source``, ``score`` (cosine similarity), nearest first. Each search is a recorded step and span
+    ``kb policies``: the query's cost and failure show in ``runs show`` like any step's."""
+
+    def __init__(self, name: str, search: KbSearch, steps: Steps) -> None:
+        self.name = name
+        self._search = search
+        self._steps = steps
+
+    async def search(self, query: str, k: int = 5) -> list[Hit]:
+        async with self._steps(f"kb {self.name}"):
+            return await self._search(self.name, query, k)
+
+
+async def no_kb_search(name: str, query: str, k: int) -> list[Hit]:
+    raise ConfigurationError("knowledge base search is not wired in this process: run the workflow from app.actors")
+
+
 class WorkflowContext:
     def __init__(
         self,
@@ -96,6 +120,7 @@ class WorkflowContext:
         memory: Memory,
         steps: Steps,
         tally: Tally,
+        kb: KbSearch = no_kb_search,
     ) -> None:
         self.workflow = flow
         self.params = params
@@ -106,6 +131,7 @@ class WorkflowContext:
         self._dify = dify
         self._http = http
         self._memory = memory
+        self._kb = kb
 
     def _require(self, capability: str) -> None:
         if capability not in self.workflow.uses:
@@ -133,3 +159,13 @@ class WorkflowContext:
     def memory(self) -> Memory:
         self._require("memory")
         return self._memory
+
+    def kb(self, name: str) -> KnowledgeBaseReader:
+        """The knowledge base ``name``, which the workflow must name in ``@workflow(..., kbs={...})``."""
+        self._require("kb")
+        if name not in self.workflow.kbs:
+            raise ScopeError(
+                f'workflow "{self.workflow.name}" did not declare knowledge base "{name}": add it to'
+                f" @workflow(..., kbs={{...}}) (declared: {sorted(self.workflow.kbs)})"
+            )
+        return KnowledgeBaseReader(name, self._kb, self.step)

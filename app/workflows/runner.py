@@ -14,7 +14,7 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from app.db.queries import sql
 from app.errors import ConfigurationError
-from app.workflows.context import RunInfo, WorkflowContext
+from app.workflows.context import KbSearch, RunInfo, WorkflowContext, no_kb_search
 from app.workflows.definition import Workflow
 from app.workflows.memory import Memory
 from app.workflows.steps import Steps, Tally
@@ -36,6 +36,7 @@ async def execute(
     http: httpx.AsyncClient,
     llm: Callable[[], Any],
     dify: Callable[[], DifyClient],
+    kb: KbSearch = no_kb_search,
 ) -> Any:
     params = dict(params)
     upstream = params.pop("upstream", {})
@@ -60,6 +61,7 @@ async def execute(
         memory=Memory(pool, flow.name, run_id),
         steps=Steps(pool, run_id, attempt, tally),
         tally=tally,
+        kb=kb,
     )
     try:
         return await flow.fn(ctx)

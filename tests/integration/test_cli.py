@@ -522,6 +522,19 @@ async def test_sync_and_migrate_report(punchclock_env: dict[str, str], capsys: p
     assert capsys.readouterr().out.startswith("synced 0 schedule(s)")
 
 
+async def test_sync_also_syncs_code_knowledge_bases(
+    punchclock_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PUNCHCLOCK_SCHEDULES_MODULE", "tests.e2e.kb_schedules")
+    monkeypatch.setenv("TEST_KB_FOLDER", str(tmp_path))
+    assert await cli("schedules", "sync") == 0
+    out = capsys.readouterr().out
+    assert "synced 1 schedule(s) from tests.e2e.kb_schedules: docs-reindex\n" in out
+    assert "synced 1 knowledge base(s): docs\n" in out
+    assert await cli("kb", "list", "--json") == 0
+    assert [(kb["name"], kb["source"]) for kb in json.loads(capsys.readouterr().out)] == [("docs", "code")]
+
+
 # trigger and runs -----------------------------------------------------------------------------------------
 
 

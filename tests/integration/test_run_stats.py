@@ -245,7 +245,8 @@ async def test_migration_0006_builds_the_rollup_from_the_runs_recorded_before_it
         missed = await conn.fetchval("SELECT count(*) FROM runs WHERE state = 'missed'")
         await conn.execute("UPDATE runs SET finished_at = NULL WHERE state IN ('missed', 'cancelled')")
 
-        assert await migrate(conn) == ["0006_history_at_scale.sql"]
+        # 0006 first, then whatever later migrations there are
+        assert (await migrate(conn))[:1] == ["0006_history_at_scale.sql"]
         assert missed > 0
         assert (
             await conn.fetchval(

@@ -1,0 +1,1 @@
+SELECT punchclock_kb_drop_generation($1)

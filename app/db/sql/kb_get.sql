@@ -1,0 +1,1 @@
+SELECT * FROM knowledge_bases WHERE name = $1

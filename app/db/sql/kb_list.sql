@@ -1,0 +1,1 @@
+SELECT * FROM knowledge_bases ORDER BY name

@@ -1,0 +1,3 @@
+SELECT g.*, k.name AS kb FROM kb_generations g JOIN knowledge_bases k ON k.id = g.kb_id
+WHERE k.name = $1
+ORDER BY g.number
