@@ -254,7 +254,7 @@ class DifyClient:
             verdict = classify(
                 httpx.HTTPStatusError("", request=response.request, response=response), retry_timeouts=True
             )
-            message = f"{where}: HTTP {response.status_code}: {_error_text(response, key)}"
+            message = f"{where}: HTTP {response.status_code}: {error_text(response, key)}"
             if verdict.transient:
                 raise TransientError(message, retry_after=verdict.retry_after)
             raise PermanentError(message)
@@ -298,8 +298,9 @@ def _parse_reply(app: str, response: httpx.Response, key: str) -> DifyResult:
     return result
 
 
-def _error_text(response: httpx.Response, key: str) -> str:
-    """Dify's error JSON as ``code: message``, or an excerpt of whatever else came back; key scrubbed."""
+def error_text(response: httpx.Response, key: str) -> str:
+    """Dify's error JSON as ``code: message`` (the workflow and the dataset APIs answer alike), or an excerpt
+    of whatever else came back; key scrubbed."""
     try:
         body: Any = response.json()
     except ValueError:

@@ -40,6 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
+from app.ai.dify import EXCERPT_CHARS, error_text
 from app.errors import ConfigurationError
 from app.redaction import redact, register_secret
 from app.tracing import record_error
@@ -64,7 +65,6 @@ POLL_MAX = 10.0
 INDEX_TIMEOUT = 600.0
 # Dify refuses a retrieve query longer than this (HitTestingPayload.query max_length).
 MAX_QUERY_CHARS = 250
-EXCERPT_CHARS = 300
 
 INDEXING_DONE = "completed"
 # "paused" is a person's doing in Dify's console: nothing will finish it, so it ends the wait like an error.
@@ -192,20 +192,6 @@ def parse_records(body: Any) -> list[Record]:
             )
         )
     return found
-
-
-def error_text(response: httpx.Response, key: str) -> str:
-    """Dify's error JSON as ``code: message``, or an excerpt of whatever else came back; key scrubbed."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        code = body.get("code")
-        text = f"{code}: {body['message']}" if code else str(body["message"])
-    else:
-        text = response.text[:EXCERPT_CHARS].strip() or response.reason_phrase or "(empty body)"
-    return redact(text, also=[key])
 
 
 def status_error(where: str, response: httpx.Response, key: str) -> PermanentError | TransientError:
