@@ -274,9 +274,9 @@ class DifySync:
                 "action": "kb_dify_pushed",
                 "kb": kb,
                 "dataset": target.dataset_id,
-                "created": report.created,
-                "updated": report.updated,
-                "deleted": report.deleted,
+                "documents_created": report.created,
+                "documents_updated": report.updated,
+                "documents_deleted": report.deleted,
             },
         )
         if not (target.gate and definition.golden):
