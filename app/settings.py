@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -16,6 +17,9 @@ from pathlib import Path
 from app.data_dir import find_data_dir
 from app.errors import ConfigurationError, InvalidInput
 from app.retention import parse_retention
+
+# An environment variable's name: what a definition holds instead of a secret (a key, a header's value).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 # The levels PUNCHCLOCK_LOG_LEVEL takes (any case). Checked here, when the settings are read, so a typo stops

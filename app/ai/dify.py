@@ -36,6 +36,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from app.errors import ConfigurationError, InvalidInput
 from app.redaction import redact, register_secret
+from app.settings import ENV_NAME
 from app.tracing import record_error
 from app.transient import PermanentError, TransientError, classify
 
@@ -56,7 +57,20 @@ SUCCEEDED = frozenset({"succeeded", "partial-succeeded"})
 EXCERPT_CHARS = 300
 
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_base_url(base_url: str, *, where: str, shown: str, key_env: str) -> None:
+    """A Dify base URL (workflow apps and datasets alike): http(s)://host[:port][/path], without credentials (the
+    key lives in ``key_env``), query, fragment or the ``/v1`` the clients append; InvalidInput saying so."""
+    url = urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise InvalidInput(f"{where}: {shown} must be http(s)://host[:port][/path]")
+    if url.username is not None or url.password is not None:
+        raise InvalidInput(f"{where}: the base URL must not carry credentials; put the key in {key_env}")
+    if url.query or url.fragment:
+        raise InvalidInput(f"{where}: {shown} must have no query or fragment")
+    if url.path.rstrip("/").endswith("/v1"):
+        raise InvalidInput(f"{where}: {shown} ends with /v1; drop it, the client appends /v1/...")
 
 
 @dataclass(frozen=True)
@@ -78,18 +92,8 @@ class DifyApp:
                 "or digit"
             )
         where = f'Dify app "{self.name}"'
-        url = urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise InvalidInput(f'{where}: base URL "{self.base_url}" must be http(s)://host[:port][/path]')
-        if url.username is not None or url.password is not None:
-            raise InvalidInput(f"{where}: the base URL must not carry credentials; put the key in {self.key_env}")
-        if url.query or url.fragment:
-            raise InvalidInput(f'{where}: base URL "{self.base_url}" must have no query or fragment')
-        if url.path.rstrip("/").endswith("/v1"):
-            raise InvalidInput(
-                f'{where}: base URL "{self.base_url}" ends with /v1; drop it, the client appends /v1/...'
-            )
-        if not _ENV_NAME.fullmatch(self.key_env):
+        check_base_url(self.base_url, where=where, shown=f'base URL "{self.base_url}"', key_env=self.key_env)
+        if not ENV_NAME.fullmatch(self.key_env):
             raise InvalidInput(
                 f'{where}: key variable "{self.key_env}" is not an environment variable name '
                 "(letters, digits and _, e.g. DIFY_WEATHER_KEY); give the variable's name, never the key"

@@ -5,6 +5,7 @@ Each raises :class:`InvalidInput` (exit code 2) naming the option, the bad value
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -82,3 +83,8 @@ def option(name: str, parse: Callable[[str], T], text: str) -> T:
         return parse(text)
     except InvalidInput as exc:
         raise InvalidInput(f"{name}: {exc}") from None
+
+
+def json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json``, which every list and show command takes."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output")

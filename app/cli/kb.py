@@ -24,6 +24,7 @@ import httpx
 
 from app.ai.config import LLMConfig
 from app.cli import output
+from app.cli.arguments import json_flag
 from app.cli.database import Database, run_with_database
 from app.db.pool import create_pool
 from app.db.queries import sql
@@ -50,35 +51,35 @@ def register(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="kb_command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser("list", help="every knowledge base: embedder, active generation, chunks")
-    _json_flag(listing)
+    json_flag(listing)
     listing.set_defaults(handler=list_command)
 
     show = commands.add_parser("show", help="a knowledge base: sources, active generation, gate scores, last run")
     show.add_argument("name", metavar="NAME")
-    _json_flag(show)
+    json_flag(show)
     show.set_defaults(handler=show_command)
 
     reindex = commands.add_parser("reindex", help="reindex now, in the foreground (progress on stderr)")
     reindex.add_argument("name", metavar="NAME")
     reindex.add_argument("--full", action="store_true", help="read and re-chunk every document")
-    _json_flag(reindex)
+    json_flag(reindex)
     reindex.set_defaults(handler=reindex_command)
 
     search = commands.add_parser("search", help="the chunks of the active generation nearest a query")
     search.add_argument("name", metavar="NAME")
     search.add_argument("query", metavar="QUERY")
     search.add_argument("-k", type=int, default=DEFAULT_K, help=f"how many chunks (default {DEFAULT_K})")
-    _json_flag(search)
+    json_flag(search)
     search.set_defaults(handler=search_command)
 
     golden = commands.add_parser("golden", help="score the active generation on the golden queries now")
     golden.add_argument("name", metavar="NAME")
-    _json_flag(golden)
+    json_flag(golden)
     golden.set_defaults(handler=golden_command)
 
     generations = commands.add_parser("generations", help="every generation of a knowledge base, oldest first")
     generations.add_argument("name", metavar="NAME")
-    _json_flag(generations)
+    json_flag(generations)
     generations.set_defaults(handler=generations_command)
 
     rollback = commands.add_parser("rollback", help="activate an older generation (default: the previous one)")
@@ -89,10 +90,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     add = commands.add_parser("add", help="create or update a knowledge base from a JSON definition file")
     add.add_argument("file", metavar="FILE", help='a JSON object: {"name": …, "sources": [{"kind": "folder", …}]}')
     add.set_defaults(handler=add_command)
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 async def _kb(conn: Connection, name: str) -> store.KnowledgeBase:

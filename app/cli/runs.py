@@ -18,7 +18,7 @@ import asyncpg
 
 from app import retention
 from app.cli import confirm, output
-from app.cli.arguments import option
+from app.cli.arguments import json_flag, option
 from app.cli.database import Database, run_with_database
 from app.cli.trigger import record_and_publish, report
 from app.cron import validate_timezone
@@ -69,12 +69,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     listing.add_argument(
         "--limit", type=int, default=DEFAULT_LIMIT, metavar="N", help=f"1-{MAX_LIMIT}, default {DEFAULT_LIMIT}"
     )
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(listing)
     listing.set_defaults(handler=list_command)
 
     show = commands.add_parser("show", help="every field of one run")
     show.add_argument("run_id", type=int, metavar="RUN_ID")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(show)
     show.set_defaults(handler=show_command)
 
     cancel = commands.add_parser(

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.ai.config import LLMConfig
 from app.cli import backfill, confirm, output, trigger
-from app.cli.arguments import instant, json_object
+from app.cli.arguments import instant, json_flag, json_object
 from app.cli.database import Database, run_with_database
 from app.cli.deployment import code_kbs, code_schedules, registered_actors
 from app.cli.runs import cancelled_text, pending_text
@@ -56,19 +56,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     add.set_defaults(handler=add_command)
 
     listing = commands.add_parser("list", help="every schedule, its next fire and its last run")
-    _json_flag(listing)
+    json_flag(listing)
     listing.set_defaults(handler=list_command)
 
     show = commands.add_parser("show", help="every field of a schedule, its next fires and last runs")
     show.add_argument("name", metavar="NAME")
-    _json_flag(show)
+    json_flag(show)
     show.set_defaults(handler=show_command)
 
     upcoming = commands.add_parser("next", help="the next fire times of a schedule")
     upcoming.add_argument("name", metavar="NAME")
     upcoming.add_argument("-n", type=int, default=SHOW_FIRES, metavar="N", help=f"how many (default {SHOW_FIRES})")
     upcoming.add_argument("--after", metavar="T", help="ISO 8601 date-time, naive = the schedule's zone (default now)")
-    _json_flag(upcoming)
+    json_flag(upcoming)
     upcoming.set_defaults(handler=next_command)
 
     for name, paused, text in (
@@ -99,10 +99,6 @@ def _cancel_pending_flag(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also cancel its runs not over yet (without it: asked on a terminal, else they still run)",
     )
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 # add ------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from app.cli import output
-from app.cli.arguments import option
+from app.cli.arguments import json_flag, option
 from app.cli.database import Database, run_with_database
 from app.db.queries import sql
 from app.durations import format_duration, parse_duration
@@ -46,7 +46,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help=f"runs created this long ago or later (default {DEFAULT_SINCE})",
     )
     parser.add_argument("--schedule", metavar="NAME", help="only this schedule's runs (a deleted one's too)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(parser)
     parser.set_defaults(handler=stats_command)
 
 

@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
+from app.ai.dify import check_base_url
 from app.errors import ConfigurationError, InvalidInput
 from app.kb.chunking import ChunkingConfig
 from app.kb.embedders import EMBEDDERS
@@ -39,10 +39,10 @@ from app.kb.sources.folder import FolderSource
 from app.kb.sources.http import HttpSource
 from app.kb.sources.s3 import S3Source
 from app.notify.targets import parse_target
+from app.settings import ENV_NAME
 
 # The same names as schedules': they end up in lock keys ("reindex:{kb}"), CLI arguments and log fields.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_GOLDEN_K = 5
 
 
@@ -112,7 +112,7 @@ class Urls:
         for header, variable in self.headers_env.items():
             if not isinstance(header, str) or not header.strip():
                 raise InvalidInput(f"invalid header name {header!r} in headers_env: use a non-empty string")
-            if not isinstance(variable, str) or not _ENV_NAME.match(variable):
+            if not isinstance(variable, str) or not ENV_NAME.fullmatch(variable):
                 raise InvalidInput(
                     f'invalid environment variable name {variable!r} for header "{header}": headers_env names the'
                     " variable holding the value (DOCS_TOKEN), never the value itself"
@@ -212,19 +212,11 @@ class DifyTarget:
     def __post_init__(self) -> None:
         where = f"Dify target {self.base_url!r}"
         _text(self.base_url, "Dify base URL")
-        url = urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise InvalidInput(f"{where}: the base URL must be http(s)://host[:port][/path]")
-        if url.username is not None or url.password is not None:
-            raise InvalidInput(f"{where}: the base URL must not carry credentials; put the key in {self.api_key_env}")
-        if url.query or url.fragment:
-            raise InvalidInput(f"{where}: the base URL must have no query or fragment")
-        if url.path.rstrip("/").endswith("/v1"):
-            raise InvalidInput(f"{where}: the base URL ends with /v1; drop it, the client appends /v1/...")
+        check_base_url(self.base_url, where=where, shown="the base URL", key_env=self.api_key_env)
         dataset = _text(self.dataset_id, "Dify dataset_id")
         if "/" in dataset or dataset != dataset.strip():
             raise InvalidInput(f"{where}: invalid dataset_id {dataset!r}: use the dataset's id as Dify shows it")
-        if not isinstance(self.api_key_env, str) or not _ENV_NAME.match(self.api_key_env):
+        if not isinstance(self.api_key_env, str) or not ENV_NAME.fullmatch(self.api_key_env):
             raise InvalidInput(
                 f"{where}: api_key_env {self.api_key_env!r} is not an environment variable name (letters, digits"
                 " and _, e.g. DIFY_HANDBOOK_KEY); give the variable's name, never the key"

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from app.errors import ConfigurationError, InvalidInput
 from app.redaction import redact, redact_url, register_secrets
+from app.settings import ENV_NAME
 
 
 class TargetKind(StrEnum):
@@ -47,7 +48,6 @@ ACCEPTED_FORMS = (
 ENV_PREFIX = "env:"
 ALLOW_LINK_LOCAL_SETTING = "PUNCHCLOCK_NOTIFY_ALLOW_LINK_LOCAL"
 _ADDRESS = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+$")
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 
 
@@ -178,7 +178,7 @@ def _env_target(entry: str, kind: TargetKind, variable: str) -> Target:
             f'invalid notify target "{entry}": mailto takes the addresses themselves (mailto:ops@example.com);'
             " env: is for webhook URLs, which are credentials, and recipients are not"
         )
-    if not _VARIABLE.fullmatch(variable):
+    if not ENV_NAME.fullmatch(variable):
         # a webhook URL pasted after env: by mistake is a credential all the same
         shown = redact_url(variable, keep_path=False) if "://" in variable else redact(variable)
         raise InvalidInput(

@@ -44,6 +44,7 @@ from app.kb.sources.s3_xml import ListPage, S3Object, UnreadableAnswer, parse_er
 from app.kb.sources.sigv4 import EMPTY_SHA256, Credentials, sign
 from app.kb.store import SourceState
 from app.redaction import redact_url, register_secret
+from app.settings import ENV_NAME
 from app.transient import PermanentError, TransientError, classify
 
 DEFAULT_TIMEOUT = 30.0
@@ -53,7 +54,6 @@ MAX_KEYS = 1000
 
 # S3's rules for bucket names (3-63 characters; lower-case letters, digits, dots and hyphens)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CREDENTIAL_ERRORS = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 )
@@ -99,7 +99,7 @@ class S3Source:
             ("secret_key_env", secret_key_env),
             ("session_token_env", session_token_env),
         ):
-            if name is not None and not _ENV_NAME.fullmatch(name):
+            if name is not None and not ENV_NAME.fullmatch(name):
                 raise InvalidInput(f'{option}="{name}": name an environment variable (letters, digits, _)')
         if not timeout > 0:
             raise InvalidInput(f"timeout={timeout}: must be more than 0 seconds")
