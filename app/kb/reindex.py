@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -61,7 +61,7 @@ from app.kb.definition import KnowledgeBase
 from app.kb.dify_sync import ClientFactory, DifyReport, DifySync, gate_results_with_dify
 from app.kb.embedders import Embedder
 from app.kb.formats import extract_text
-from app.kb.gate import Evaluation, Retrieved, Verdict, evaluate
+from app.kb.gate import Evaluation, GoldenQuery, Retrieved, Verdict, evaluate
 from app.kb.lifecycle import GenerationState
 from app.kb.sources.base import Failed, Fetched, Unchanged
 from app.kb.store import ChunkRow, Generation, GenerationCounts, SourceState
@@ -537,6 +537,19 @@ async def _dims(embedder: Embedder, row: store.KnowledgeBase, active: Generation
     return len((await embedder.embed(["dimensions"]))[0])
 
 
+async def score_golden(
+    golden: Sequence[GoldenQuery],
+    vectors: Sequence[Sequence[float]],
+    k: int,
+    search: Callable[[Sequence[float]], Awaitable[list[store.Hit]]],
+) -> Evaluation:
+    """The golden queries (``vectors``: their embeddings, in order) scored at ``k`` on what ``search`` finds."""
+    results: dict[str, list[Retrieved]] = {}
+    for query, vector in zip(golden, vectors, strict=True):
+        results[query.query] = [Retrieved(hit.source, hit.text) for hit in await search(vector)]
+    return evaluate(golden, results, k=k)
+
+
 async def _evaluate(
     conn: Connection, definition: KnowledgeBase, embedder: Embedder, candidate: Generation, active: Generation | None
 ) -> tuple[Evaluation, Evaluation | None]:
@@ -547,11 +560,7 @@ async def _evaluate(
     vectors = await embedder.embed([query.query for query in golden])
 
     async def scores(generation: Generation) -> Evaluation:
-        results: dict[str, list[Retrieved]] = {}
-        for query, vector in zip(golden, vectors, strict=True):
-            hits = await store.search(conn, generation.id, vector, k)
-            results[query.query] = [Retrieved(hit.source, hit.text) for hit in hits]
-        return evaluate(golden, results, k=k)
+        return await score_golden(golden, vectors, k, lambda vector: store.search(conn, generation.id, vector, k))
 
     now = await scores(candidate)
     if active is None:

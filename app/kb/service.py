@@ -19,8 +19,8 @@ from app.errors import InvalidInput
 from app.kb import registry, store
 from app.kb.definition import KnowledgeBase
 from app.kb.embedders import Embedder, make_embedder
-from app.kb.gate import Evaluation, Retrieved, evaluate
-from app.kb.reindex import Progress, ReindexReport, reindex
+from app.kb.gate import Evaluation
+from app.kb.reindex import Progress, ReindexReport, reindex, score_golden
 
 if TYPE_CHECKING:
     from app.db.pool import Connection, Pool
@@ -55,8 +55,7 @@ async def search_kb(
     """The ``k`` chunks of ``name``'s active generation nearest ``query``, nearest first. The query is embedded by
     the embedder the definition declares: between a change of embedder and the next reindex, the active generation
     was embedded by another one, and store.search_active says so rather than compare unlike vectors."""
-    row = await store.get_kb(conn, name)
-    kb = KnowledgeBase.from_json(row.definition)
+    kb = await registry.load(conn, name)
     embedder = embedder_for(kb, http, llm_config)
     vector = (await embedder.embed([query]))[0]
     return await store.search_active(conn, name, vector, k, embedder_id=embedder.id)
@@ -65,17 +64,17 @@ async def search_kb(
 async def score_active(conn: Connection, name: str, *, http: httpx.AsyncClient, llm_config: LLMConfig) -> Evaluation:
     """The active generation of ``name`` scored now on its definition's golden queries at ``golden_k``: what the
     gate would say of it today (the golden queries may have changed since it passed)."""
-    row = await store.get_kb(conn, name)
-    kb = KnowledgeBase.from_json(row.definition)
+    kb = await registry.load(conn, name)
     if not kb.golden:
         raise InvalidInput(f'knowledge base "{name}" has no golden queries: add some to its definition')
     embedder = embedder_for(kb, http, llm_config)
     vectors = await embedder.embed([query.query for query in kb.golden])
-    results: dict[str, list[Retrieved]] = {}
-    for query, vector in zip(kb.golden, vectors, strict=True):
-        hits = await store.search_active(conn, name, vector, kb.golden_k, embedder_id=embedder.id)
-        results[query.query] = [Retrieved(hit.source, hit.text) for hit in hits]
-    return evaluate(kb.golden, results, k=kb.golden_k)
+    return await score_golden(
+        kb.golden,
+        vectors,
+        kb.golden_k,
+        lambda vector: store.search_active(conn, name, vector, kb.golden_k, embedder_id=embedder.id),
+    )
 
 
 def searcher(
